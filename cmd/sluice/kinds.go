@@ -1,0 +1,15 @@
+package main
+
+import (
+	"github.com/sluice-media/sluice/ingest/rtmp"
+	"github.com/sluice-media/sluice/outputs/httpflv"
+	"github.com/sluice-media/sluice/pipeline"
+)
+
+// builtinKinds is the one list of the block kinds this binary knows.
+func builtinKinds() *pipeline.Kinds {
+	k := pipeline.NewKinds()
+	rtmp.Register(k)
+	httpflv.Register(k)
+	return k
+}

@@ -1,0 +1,192 @@
+// Command sluice runs a live media server declared in pipeline.hcl.
+//
+//	sluice run [-var name=value ...] [FILE]   serve (FILE defaults to ./pipeline.hcl)
+//	sluice validate [-var name=value ...] FILE
+//	sluice version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/hcl/v2"
+	"golang.org/x/term"
+
+	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/pipeline/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3"; a
+// plain build reports the module version or "devel".
+var version = ""
+
+const usage = `Sluice is a live media server.
+
+Usage:
+  sluice run [-var name=value ...] [FILE]    run the deployment in FILE (default ./pipeline.hcl)
+  sluice validate [-var name=value ...] FILE check FILE and exit
+  sluice version                             print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		args = []string{"run"}
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "validate":
+		return cmdValidate(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "sluice", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// varFlags collects repeated -var name=value flags.
+type varFlags map[string]string
+
+func (v varFlags) String() string { return "" }
+
+func (v varFlags) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("-var wants name=value, got %q", s)
+	}
+	v[name] = value
+	return nil
+}
+
+func parseFlags(name string, args []string, stderr io.Writer) (file string, vars varFlags, ok bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vars = varFlags{}
+	fs.Var(vars, "var", "set a variable of the file: -var name=value (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return "", nil, false
+	}
+	file = "pipeline.hcl"
+	if fs.NArg() > 1 {
+		fmt.Fprintf(stderr, "sluice %s: one file at most, got %d\n", name, fs.NArg())
+		return "", nil, false
+	}
+	if fs.NArg() == 1 {
+		file = fs.Arg(0)
+	}
+	return file, vars, true
+}
+
+// load decodes and builds the deployment, printing every diagnostic.
+func load(file string, vars varFlags, stderr io.Writer, log *slog.Logger) (*config.File, *pipeline.Graph, bool) {
+	kinds := builtinKinds()
+	f, diags := config.Load(file, config.Options{Vars: vars, Kinds: kinds})
+	if !diags.HasErrors() {
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		g, bd := pipeline.Build(f, kinds, log)
+		diags = append(diags, bd...)
+		if !diags.HasErrors() {
+			if len(diags) > 0 {
+				_ = config.WriteDiagnostics(stderr, filesOf(f), diags, 78, isTerminal(stderr))
+			}
+			return f, g, true
+		}
+	}
+	_ = config.WriteDiagnostics(stderr, filesOf(f), diags, 78, isTerminal(stderr))
+	return f, nil, false
+}
+
+func filesOf(f *config.File) map[string]*hcl.File {
+	if f == nil {
+		return nil
+	}
+	return f.Files
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) int {
+	file, vars, ok := parseFlags("validate", args, stderr)
+	if !ok {
+		return 2
+	}
+	if _, _, ok := load(file, vars, stderr, nil); !ok {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", file)
+	return 0
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	file, vars, ok := parseFlags("run", args, stderr)
+	if !ok {
+		return 2
+	}
+	// Decode once with a quiet logger to learn the log settings, then build
+	// the graph with the real one.
+	f, _, ok := load(file, vars, stderr, nil)
+	if !ok {
+		return 1
+	}
+	log := newLogger(f.Server, stderr)
+	_, g, ok := load(file, vars, io.Discard, log)
+	if !ok {
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log.Info("starting", "version", versionString(), "file", file, "node", f.Server.Node)
+	if err := g.Bind(); err != nil {
+		log.Error("cannot listen", "err", err)
+		return 1
+	}
+	err := g.Run(ctx)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("stopped with an error", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(s config.Server, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(s.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if s.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}

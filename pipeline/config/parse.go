@@ -1,0 +1,555 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/function"
+)
+
+// Defaults of the server and pipeline blocks.
+const (
+	DefaultHTTP            = ":8080"
+	DefaultAPI             = "127.0.0.1:9997"
+	DefaultShutdownTimeout = 5 * time.Second
+	DefaultGOPCache        = 1
+	DefaultBufferFrames    = 1024
+	DefaultMaxReaderLag    = 5 * time.Second
+	DefaultWaitPublisher   = 10 * time.Second
+	DefaultPublisherGrace  = 5 * time.Second
+	DefaultMergeWindow     = 100 * time.Millisecond
+)
+
+var topBlocks = []string{"server", "variable", "ingest", "plugin", "pipeline", "cluster"}
+
+// decoder carries the state of one Parse.
+type decoder struct {
+	f     *File
+	opts  Options
+	diags hcl.Diagnostics
+}
+
+func (d *decoder) errorf(rng *hcl.Range, summary, detail string, args ...any) {
+	d.diags = append(d.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(detail, args...),
+		Subject:  rng,
+	})
+}
+
+// Parse decodes src, named name in diagnostics. The File is never nil, so
+// its Files can always be used to print the diagnostics.
+func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
+	f := &File{Files: map[string]*hcl.File{}, Variables: map[string]cty.Value{}}
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = os.LookupEnv
+	}
+	hf, diags := hclsyntax.ParseConfig(src, name, hcl.InitialPos)
+	if hf != nil {
+		f.Files[name] = hf
+	}
+	if diags.HasErrors() {
+		return f, diags
+	}
+	body := hf.Body.(*hclsyntax.Body)
+	d := &decoder{f: f, opts: opts, diags: diags}
+
+	for _, a := range body.Attributes {
+		d.errorf(a.NameRange.Ptr(), "Unexpected attribute",
+			"%q is not allowed at the top level; it belongs inside a block (%s).", a.Name, strings.Join(topBlocks, ", "))
+	}
+	// Variables first: every other block may refer to them.
+	for _, b := range body.Blocks {
+		if b.Type == "variable" {
+			d.variable(b)
+		}
+	}
+	for name := range opts.Vars {
+		if _, ok := f.Variables[name]; !ok {
+			d.errorf(nil, "Undeclared variable", "-var %s was given, but the file declares no variable %q. Add a `variable %q {}` block or drop the flag.", name, name, name)
+		}
+	}
+	plugins := map[string]cty.Value{}
+	for _, b := range body.Blocks {
+		if b.Type == "plugin" && len(b.Labels) == 1 {
+			plugins[b.Labels[0]] = cty.StringVal(b.Labels[0])
+		}
+	}
+	f.EvalContext = &hcl.EvalContext{
+		Variables: map[string]cty.Value{
+			"var":    cty.ObjectVal(f.Variables),
+			"plugin": cty.ObjectVal(plugins),
+		},
+		Functions: d.functions(),
+	}
+
+	f.Server = Server{HTTP: DefaultHTTP, API: DefaultAPI, ShutdownTimeout: DefaultShutdownTimeout, LogLevel: "info", LogFormat: "text"}
+	if h, err := os.Hostname(); err == nil {
+		f.Server.Node = h
+	}
+	seen := map[string]*hcl.Range{}
+	dup := func(kind, key string, rng hcl.Range) bool {
+		if prev := seen[kind+" "+key]; prev != nil {
+			d.errorf(rng.Ptr(), "Duplicate "+kind, "%s %q is already declared at %s.", kind, key, prev)
+			return true
+		}
+		seen[kind+" "+key] = rng.Ptr()
+		return false
+	}
+	for _, b := range body.Blocks {
+		switch b.Type {
+		case "variable":
+		case "server":
+			if d.labels(b, 0, 0, nil) && !dup("block", "server", b.DefRange()) {
+				d.server(b)
+			}
+		case "ingest":
+			if kb := d.kindBlock(b, "ingest", ""); kb != nil && !dup("ingest", kb.Address(), b.DefRange()) {
+				f.Ingests = append(f.Ingests, kb)
+			}
+		case "plugin":
+			if d.labels(b, 1, 1, []string{"name"}) && !dup("plugin", b.Labels[0], b.DefRange()) {
+				f.Plugins = append(f.Plugins, &PluginBlock{Name: b.Labels[0], Body: b.Body, DefRange: b.DefRange()})
+			}
+		case "pipeline":
+			if d.labels(b, 1, 1, []string{"name"}) && !dup("pipeline", b.Labels[0], b.DefRange()) {
+				if p := d.pipeline(b); p != nil {
+					f.Pipelines = append(f.Pipelines, p)
+				}
+			}
+		case "cluster":
+			if d.labels(b, 0, 0, nil) && !dup("block", "cluster", b.DefRange()) {
+				f.Cluster = &RawBlock{Body: b.Body, DefRange: b.DefRange()}
+			}
+		default:
+			d.errorf(b.TypeRange.Ptr(), "Unsupported block type",
+				"Blocks of type %q are not expected here.%s", b.Type, suggest(b.Type, topBlocks))
+		}
+	}
+	return f, d.diags
+}
+
+// labels checks a block's label count.
+func (d *decoder) labels(b *hclsyntax.Block, min, max int, names []string) bool {
+	if n := len(b.Labels); n < min || n > max {
+		want := "no labels"
+		switch {
+		case min == max && max > 0:
+			want = fmt.Sprintf("%d label%s (%s)", max, plural(max), strings.Join(names, ", "))
+		case max > 0:
+			want = fmt.Sprintf("%d to %d labels (%s)", min, max, strings.Join(names, ", "))
+		}
+		rng := b.DefRange()
+		d.errorf(&rng, "Wrong number of labels", "A %s block takes %s, not %d.", b.Type, want, n)
+		return false
+	}
+	return true
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func suggest(got string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if dist := levenshtein.Distance(got, k, nil); dist < bestD {
+			best, bestD = k, dist
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(" Did you mean %q?", best)
+	}
+	return ""
+}
+
+func (d *decoder) functions() map[string]function.Function {
+	lookup := d.opts.LookupEnv
+	return map[string]function.Function{
+		// env("NAME") is the environment variable NAME; env("NAME", "x")
+		// falls back to "x" when it is unset. An unset variable without a
+		// fallback is an error, so a missing secret is never "".
+		"env": function.New(&function.Spec{
+			Params:   []function.Parameter{{Name: "name", Type: cty.String}},
+			VarParam: &function.Parameter{Name: "default", Type: cty.String},
+			Type:     function.StaticReturnType(cty.String),
+			Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+				name := args[0].AsString()
+				if v, ok := lookup(name); ok {
+					return cty.StringVal(v), nil
+				}
+				if len(args) > 1 {
+					return args[1], nil
+				}
+				return cty.NilVal, fmt.Errorf("environment variable %s is not set; set it, or give a default: env(%q, \"value\")", name, name)
+			},
+		}),
+	}
+}
+
+// variable decodes variable "NAME" { default = ..., description = "..." }.
+func (d *decoder) variable(b *hclsyntax.Block) {
+	if !d.labels(b, 1, 1, []string{"name"}) {
+		return
+	}
+	name := b.Labels[0]
+	if !hclsyntax.ValidIdentifier(name) {
+		d.errorf(b.LabelRanges[0].Ptr(), "Invalid variable name", "%q is not a valid name: use letters, digits, _ and -, starting with a letter.", name)
+		return
+	}
+	if _, dup := d.f.Variables[name]; dup {
+		d.errorf(b.LabelRanges[0].Ptr(), "Duplicate variable", "Variable %q is declared twice.", name)
+		return
+	}
+	content, diags := b.Body.Content(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "default"}, {Name: "description"}}})
+	d.diags = append(d.diags, diags...)
+	def := cty.NilVal
+	if a := content.Attributes["default"]; a != nil {
+		v, diags := a.Expr.Value(&hcl.EvalContext{Functions: d.functions()})
+		d.diags = append(d.diags, diags...)
+		def = v
+	}
+	if s, ok := d.opts.Vars[name]; ok {
+		v := cty.StringVal(s)
+		if def != cty.NilVal && def.Type() == cty.Number {
+			n, err := cty.ParseNumberVal(s)
+			if err != nil {
+				d.errorf(b.LabelRanges[0].Ptr(), "Invalid -var value", "-var %s=%s: the default is a number, so the value must be one.", name, s)
+				return
+			}
+			v = n
+		} else if def != cty.NilVal && def.Type() == cty.Bool {
+			bv, err := strconv.ParseBool(s)
+			if err != nil {
+				d.errorf(b.LabelRanges[0].Ptr(), "Invalid -var value", "-var %s=%s: the default is a bool, so the value must be true or false.", name, s)
+				return
+			}
+			v = cty.BoolVal(bv)
+		}
+		d.f.Variables[name] = v
+		return
+	}
+	if def == cty.NilVal {
+		d.errorf(b.LabelRanges[0].Ptr(), "Variable without a value", "Variable %q has no default; set it with -var %s=VALUE.", name, name)
+		d.f.Variables[name] = cty.DynamicVal
+		return
+	}
+	d.f.Variables[name] = def
+}
+
+// attrs evaluates the attributes of a block against a fixed schema, with
+// unknown attributes reported and nested blocks handled by the caller.
+func (d *decoder) attrs(body *hclsyntax.Body, known []string, blocks []string) map[string]*hclsyntax.Attribute {
+	out := map[string]*hclsyntax.Attribute{}
+	for name, a := range body.Attributes {
+		if !contains(known, name) {
+			d.errorf(a.NameRange.Ptr(), "Unsupported argument", "An argument named %q is not expected here.%s", name, suggest(name, known))
+			continue
+		}
+		out[name] = a
+	}
+	for _, b := range body.Blocks {
+		if !contains(blocks, b.Type) {
+			d.errorf(b.TypeRange.Ptr(), "Unsupported block type", "Blocks of type %q are not expected here.%s", b.Type, suggest(b.Type, append(append([]string{}, blocks...), known...)))
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decoder) str(a *hclsyntax.Attribute, dst *string) bool {
+	if a == nil {
+		return false
+	}
+	v, diags := a.Expr.Value(d.f.EvalContext)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return false
+	}
+	if v.IsNull() || !v.IsKnown() {
+		d.errorf(a.Expr.Range().Ptr(), "Invalid value", "%s must be a string.", a.Name)
+		return false
+	}
+	switch v.Type() {
+	case cty.String:
+		*dst = v.AsString()
+	case cty.Number:
+		*dst = v.AsBigFloat().Text('f', -1)
+	default:
+		d.errorf(a.Expr.Range().Ptr(), "Invalid value", "%s must be a string, not %s.", a.Name, v.Type().FriendlyName())
+		return false
+	}
+	return true
+}
+
+func (d *decoder) duration(a *hclsyntax.Attribute, dst *time.Duration, min, max time.Duration) {
+	var s string
+	if !d.str(a, &s) {
+		return
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < min || v > max {
+		d.errorf(a.Expr.Range().Ptr(), "Invalid duration", "%s = %q: want a duration between %s and %s, such as \"5s\" or \"100ms\".", a.Name, s, min, max)
+		return
+	}
+	*dst = v
+}
+
+func (d *decoder) integer(a *hclsyntax.Attribute, dst *int, min, max int) {
+	if a == nil {
+		return
+	}
+	v, diags := a.Expr.Value(d.f.EvalContext)
+	d.diags = append(d.diags, diags...)
+	if diags.HasErrors() {
+		return
+	}
+	var n int
+	if v.Type() == cty.String {
+		var err error
+		if n, err = strconv.Atoi(v.AsString()); err != nil {
+			d.errorf(a.Expr.Range().Ptr(), "Invalid number", "%s must be a whole number between %d and %d.", a.Name, min, max)
+			return
+		}
+	} else if err := gohcl.DecodeExpression(a.Expr, d.f.EvalContext, &n); err != nil {
+		d.errorf(a.Expr.Range().Ptr(), "Invalid number", "%s must be a whole number between %d and %d.", a.Name, min, max)
+		return
+	}
+	if n < min || n > max {
+		d.errorf(a.Expr.Range().Ptr(), "Number out of range", "%s = %d: must be between %d and %d.", a.Name, n, min, max)
+		return
+	}
+	*dst = n
+}
+
+func (d *decoder) server(b *hclsyntax.Block) {
+	known := []string{"http", "api", "shutdown_timeout", "log_level", "log_format", "node"}
+	a := d.attrs(b.Body, known, nil)
+	s := &d.f.Server
+	d.str(a["http"], &s.HTTP)
+	d.str(a["api"], &s.API)
+	d.duration(a["shutdown_timeout"], &s.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute)
+	if d.str(a["log_level"], &s.LogLevel) && !contains([]string{"debug", "info", "warn", "error"}, s.LogLevel) {
+		d.errorf(a["log_level"].Expr.Range().Ptr(), "Invalid log level", "log_level = %q: use debug, info, warn or error.", s.LogLevel)
+	}
+	if d.str(a["log_format"], &s.LogFormat) && s.LogFormat != "text" && s.LogFormat != "json" {
+		d.errorf(a["log_format"].Expr.Range().Ptr(), "Invalid log format", "log_format = %q: use text or json.", s.LogFormat)
+	}
+	d.str(a["node"], &s.Node)
+}
+
+// kindBlock reads the labels of a kind block: TYPE "KIND" ["NAME"].
+func (d *decoder) kindBlock(b *hclsyntax.Block, typ, pipeline string) *KindBlock {
+	if !d.labels(b, 1, 2, []string{"kind", "name"}) {
+		return nil
+	}
+	kb := &KindBlock{Type: typ, Kind: b.Labels[0], Pipeline: pipeline, Body: b.Body, DefRange: b.DefRange(), KindRange: b.LabelRanges[0]}
+	if len(b.Labels) == 2 {
+		kb.Name = b.Labels[1]
+		if !validName(kb.Name) {
+			d.errorf(b.LabelRanges[1].Ptr(), "Invalid name", "%q: a block name uses letters, digits, _ and -.", kb.Name)
+			return nil
+		}
+	}
+	if d.opts.Kinds != nil {
+		known := d.opts.Kinds.Kinds(typ)
+		if !contains(known, kb.Kind) {
+			list := "none"
+			if len(known) > 0 {
+				list = strings.Join(known, ", ")
+			}
+			d.errorf(kb.KindRange.Ptr(), fmt.Sprintf("Unknown %s kind %q", typ, kb.Kind),
+				"Known %s kinds: %s.%s", typ, list, suggest(kb.Kind, known))
+			return nil
+		}
+	}
+	return kb
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) pipeline(b *hclsyntax.Block) *Pipeline {
+	p := &Pipeline{
+		Name:           b.Labels[0],
+		GOPCache:       DefaultGOPCache,
+		BufferFrames:   DefaultBufferFrames,
+		MaxReaderLag:   DefaultMaxReaderLag,
+		WaitPublisher:  DefaultWaitPublisher,
+		PublisherGrace: DefaultPublisherGrace,
+		WriteMode:      WriteThroughput,
+		MergeWindow:    DefaultMergeWindow,
+		DefRange:       b.DefRange(),
+	}
+	if !validName(p.Name) {
+		d.errorf(b.LabelRanges[0].Ptr(), "Invalid pipeline name", "%q: a pipeline name uses letters, digits, _ and -.", p.Name)
+		return nil
+	}
+	known := []string{"match", "auth", "gop_cache", "buffer_frames", "max_reader_lag", "wait_publisher", "publisher_grace", "write_mode", "merge_window"}
+	a := d.attrs(b.Body, known, []string{"output", "record", "transcode", "forward"})
+	if m := a["match"]; m == nil {
+		d.errorf(b.DefRange().Ptr(), "Missing match", "pipeline %q needs a match, such as match = \"live/*\", to say which streams it owns.", p.Name)
+	} else {
+		v, diags := m.Expr.Value(d.f.EvalContext)
+		d.diags = append(d.diags, diags...)
+		if !diags.HasErrors() {
+			var list []string
+			switch {
+			case v.Type() == cty.String:
+				list = []string{v.AsString()}
+			default:
+				if err := gohcl.DecodeExpression(m.Expr, d.f.EvalContext, &list); err != nil {
+					d.errorf(m.Expr.Range().Ptr(), "Invalid match", "match must be a pattern string or a list of them, such as \"live/*\".")
+				}
+			}
+			for _, pat := range list {
+				if _, err := path.Match(pat, ""); err != nil || pat == "" || strings.HasPrefix(pat, "/") {
+					d.errorf(m.Expr.Range().Ptr(), "Invalid match pattern", "%q is not a stream path pattern; use path.Match syntax without a leading /, such as \"live/*\".", pat)
+				}
+			}
+			p.Match = list
+		}
+	}
+	if au := a["auth"]; au != nil {
+		d.str(au, &p.Auth)
+		if p.Auth != "" && !d.hasPlugin(p.Auth) {
+			d.errorf(au.Expr.Range().Ptr(), "Unknown plugin", "auth = %q, but no plugin %q block is declared.", p.Auth, p.Auth)
+		}
+	}
+	d.integer(a["gop_cache"], &p.GOPCache, 0, 16)
+	d.integer(a["buffer_frames"], &p.BufferFrames, 64, 65536)
+	d.duration(a["max_reader_lag"], &p.MaxReaderLag, 100*time.Millisecond, time.Minute)
+	d.duration(a["wait_publisher"], &p.WaitPublisher, 0, 10*time.Minute)
+	d.duration(a["publisher_grace"], &p.PublisherGrace, 0, 10*time.Minute)
+	if d.str(a["write_mode"], &p.WriteMode) && p.WriteMode != WriteThroughput && p.WriteMode != WriteLatency {
+		d.errorf(a["write_mode"].Expr.Range().Ptr(), "Invalid write mode", "write_mode = %q: use \"throughput\" (writes merged over merge_window) or \"latency\" (every frame written at once).", p.WriteMode)
+	}
+	d.duration(a["merge_window"], &p.MergeWindow, 0, time.Second)
+
+	for _, cb := range b.Body.Blocks {
+		switch cb.Type {
+		case "output", "record", "forward":
+			if kb := d.kindBlock(cb, cb.Type, p.Name); kb != nil {
+				list := map[string]*[]*KindBlock{"output": &p.Outputs, "record": &p.Records, "forward": &p.Forwards}[cb.Type]
+				if d.uniqueIn(*list, kb) {
+					*list = append(*list, kb)
+				}
+			}
+		case "transcode":
+			// transcode "NAME" { plugin = plugin.X ... }: the instance is
+			// named by its label; the kind is always "plugin".
+			if d.labels(cb, 1, 1, []string{"name"}) {
+				kb := &KindBlock{Type: "transcode", Kind: "plugin", Name: cb.Labels[0], Pipeline: p.Name, Body: cb.Body, DefRange: cb.DefRange(), KindRange: cb.LabelRanges[0]}
+				if d.uniqueIn(p.Transcodes, kb) {
+					p.Transcodes = append(p.Transcodes, kb)
+				}
+			}
+		}
+	}
+	return p
+}
+
+func (d *decoder) uniqueIn(list []*KindBlock, kb *KindBlock) bool {
+	for _, o := range list {
+		if o.Address() == kb.Address() {
+			d.errorf(kb.DefRange.Ptr(), "Duplicate block", "%s is already declared at %s; give the second one a name label: %s %q \"NAME\".", kb.Address(), o.DefRange, kb.Type, kb.Kind)
+			return false
+		}
+	}
+	return true
+}
+
+func (d *decoder) hasPlugin(name string) bool {
+	v := d.f.EvalContext.Variables["plugin"]
+	return v.Type().IsObjectType() && v.Type().HasAttribute(name)
+}
+
+// Decode decodes a kind block's body into target, a pointer to the kind's
+// gohcl-tagged struct: Defaults() first when target has it, then the body,
+// then Validate() when target has it. A *FieldError from Validate is
+// reported at that attribute.
+func (f *File) Decode(b *KindBlock, target any) hcl.Diagnostics {
+	return f.DecodeBody(b.Body, b.DefRange, target)
+}
+
+// DecodeBody is Decode for any body, such as a plugin or cluster block.
+func (f *File) DecodeBody(body hcl.Body, defRange hcl.Range, target any) hcl.Diagnostics {
+	if dft, ok := target.(interface{ Defaults() }); ok {
+		dft.Defaults()
+	}
+	diags := gohcl.DecodeBody(body, f.EvalContext, target)
+	if diags.HasErrors() {
+		return diags
+	}
+	if v, ok := target.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			rng := defRange
+			detail := err.Error()
+			if fe, ok := err.(*FieldError); ok {
+				detail = fe.Attr + ": " + fe.Err.Error()
+				if sb, ok := body.(*hclsyntax.Body); ok {
+					if a := sb.Attributes[fe.Attr]; a != nil {
+						rng = a.Expr.Range()
+						detail = fe.Err.Error()
+					}
+				}
+			}
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Invalid configuration",
+				Detail:   detail,
+				Subject:  rng.Ptr(),
+			})
+		}
+	}
+	return diags
+}
+
+// Attributes lists the attribute names a gohcl-tagged struct accepts, for
+// documentation and suggestions.
+func Attributes(target any) []string {
+	t := reflect.TypeOf(target)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []string
+	for i := range t.NumField() {
+		if tag := t.Field(i).Tag.Get("hcl"); tag != "" {
+			out = append(out, strings.Split(tag, ",")[0])
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,60 @@
+// Package pipeline is the core of Sluice: the stream registry (Hub), the
+// shared sequence of access units each stream carries, the fan-out of that
+// sequence to readers, and the stage graph built from pipeline.hcl.
+//
+// # Streams and access units
+//
+// A Stream is named by its path, "app/name". It has at most one publisher at a
+// time and any number of readers. The publisher writes AccessUnits: one frame of
+// one Track, with DTS and PTS on one internal clock (time.Duration from the
+// start of the stream's timeline). Every protocol converts at its edge: RTMP
+// and FLV carry milliseconds, MPEG-TS 90 kHz ticks with a 33-bit wrap. Once
+// written, an access unit is immutable, so every reader shares it.
+//
+// # The ring and the cursors
+//
+// Each stream keeps its recent access units in a ring of fixed size (the
+// pipeline's buffer_frames). Writing never blocks: the publisher stores the unit
+// in the next slot and wakes the readers. Each reader owns a cursor, a sequence
+// number into the ring, and reads forward from it at its own pace. A reader that
+// falls behind by more than max_reader_lag, or that the ring laps, skips to the
+// newest keyframe; one that keeps falling behind is dropped with a log line and
+// a counter. A stalled reader therefore costs the stream nothing but the slots
+// it already holds, and never delays the publisher or the other readers.
+//
+// # GOP cache
+//
+// The stream remembers where its last few keyframes sit in the ring. A new
+// reader starts at one of them (gop_cache = N picks the Nth newest), so its
+// first video frame is a keyframe and the picture appears at once. Before any
+// media, readers receive the stream's metadata and each track's sequence
+// header; when a track changes (new codec parameters, or a publisher that
+// reconnected), the access units refer to a new *Track and readers send the
+// new sequence header before the first unit that uses it.
+//
+// # Serialize once, write many
+//
+// The bytes a protocol puts on the wire for an access unit (an FLV tag, a run
+// of RTMP chunks) are produced once per wire format, by the first reader that
+// needs them, and cached on the unit (AccessUnit.Wire). They are a few header
+// bytes plus references into the unit's payload, ready for writev, so a
+// thousand readers of one format cost one encoding and no copies. Readers drain
+// the ring in batches and write each batch with one net.Buffers call; in
+// throughput mode the publisher wakes readers at most once per merge window,
+// trading a bounded delay for far fewer wakeups and system calls.
+//
+// # Waiting readers and publisher reconnects
+//
+// A player may arrive before its publisher; Hub.Play waits up to the
+// pipeline's wait_publisher for the stream to become ready. When a publisher
+// drops, its readers are held for publisher_grace: a publisher that comes back
+// in time continues the same timeline (timestamps stay monotonic) and no reader
+// notices more than a pause and a repeated sequence header.
+//
+// # Stages
+//
+// Everything else is a Stage built from a block of pipeline.hcl by a kind
+// registered in Kinds: sources publish into the Hub, sinks read from it,
+// processors do both. Graph builds every stage before any socket opens, binds
+// every listener before any stage runs, and stops them all together.
+package pipeline

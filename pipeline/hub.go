@@ -1,0 +1,333 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Errors that callers of the Hub check with errors.Is.
+var (
+	// ErrStreamBusy means another publisher holds the stream.
+	ErrStreamBusy = errors.New("stream is already being published")
+	// ErrStreamNotFound means no publisher appeared within wait_publisher.
+	ErrStreamNotFound = errors.New("stream not found")
+	// ErrNoPipeline means no pipeline's match rule covers the stream path.
+	ErrNoPipeline = errors.New("no pipeline matches the stream path")
+	// ErrStreamEnded means the publisher left and did not come back within
+	// publisher_grace, or the server is shutting down.
+	ErrStreamEnded = errors.New("stream ended")
+	// ErrReaderTooSlow means a reader kept falling behind and was dropped.
+	ErrReaderTooSlow = errors.New("reader dropped: it kept falling behind the stream")
+	// ErrHubClosed means the server is shutting down.
+	ErrHubClosed = errors.New("server is shutting down")
+)
+
+// StreamOptions are the settings a stream takes from the pipeline that
+// matches its path.
+type StreamOptions struct {
+	// Pipeline is the name of the matching pipeline.
+	Pipeline string
+	// GOPCache is how many GOPs a new reader may start back; 0 makes new
+	// readers wait for the next keyframe.
+	GOPCache int
+	// BufferFrames is the ring size in access units.
+	BufferFrames int
+	// MaxReaderLag is how far a reader may fall behind before it skips to
+	// the newest keyframe.
+	MaxReaderLag time.Duration
+	// WaitPublisher is how long Play waits for a missing publisher.
+	WaitPublisher time.Duration
+	// PublisherGrace is how long readers are held after the publisher drops.
+	PublisherGrace time.Duration
+	// MergeWindow is the throughput-mode write merge window; 0 wakes readers
+	// for every access unit (latency mode).
+	MergeWindow time.Duration
+}
+
+// Resolver maps a stream path to the options of the pipeline that matches
+// it. ok is false when no pipeline does.
+type Resolver func(path string) (opts StreamOptions, ok bool)
+
+// ClientInfo identifies the client behind a publisher or a reader, for logs,
+// the API and auth.
+type ClientInfo struct {
+	// Proto is the protocol: "rtmp", "http-flv", "mpegts-udp", ...
+	Proto string
+	// Remote is the client's address.
+	Remote string
+	// Query is the raw query string of the URL the client used.
+	Query string
+}
+
+// Hub is the table of streams, keyed by path. It is the only way sources and
+// sinks meet: sources call Publish, players call Play, and sinks that act on
+// every stream of a pipeline (HLS, recording, forwarding) Watch it.
+type Hub struct {
+	log     *slog.Logger
+	resolve Resolver
+	m       hubMetrics
+
+	mu       sync.Mutex
+	streams  map[string]*Stream
+	watchers map[*Watch]struct{}
+	closed   bool
+}
+
+type hubMetrics struct {
+	publishRefused *CounterVec
+	readerSkips    *CounterVec
+	readersDropped *CounterVec
+	units          *CounterVec
+	fixups         *CounterVec
+}
+
+// NewHub returns an empty Hub. resolve decides which paths may exist and with
+// which options; log receives stream lifecycle events.
+func NewHub(resolve Resolver, log *slog.Logger, m *Metrics) *Hub {
+	h := &Hub{
+		log:      log,
+		resolve:  resolve,
+		streams:  map[string]*Stream{},
+		watchers: map[*Watch]struct{}{},
+		m: hubMetrics{
+			publishRefused: m.Counter("sluice_publish_refused_total", "Publish attempts refused, by reason.", "reason"),
+			readerSkips:    m.Counter("sluice_reader_skips_total", "Times a lagging reader skipped ahead to the newest keyframe.", "pipeline"),
+			readersDropped: m.Counter("sluice_readers_dropped_total", "Readers dropped because they kept falling behind.", "pipeline"),
+			units:          m.Counter("sluice_access_units_total", "Access units published.", "pipeline", "kind"),
+			fixups:         m.Counter("sluice_timestamp_fixups_total", "Access units whose DTS went backwards and was clamped.", "pipeline"),
+		},
+	}
+	m.GaugeFunc("sluice_streams", "Streams in the table (published, held, or awaited).", func() float64 {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return float64(len(h.streams))
+	})
+	return h
+}
+
+// Publish makes info the publisher of path. It fails with ErrNoPipeline when
+// no pipeline matches, ErrStreamBusy when another publisher is live, and
+// ErrHubClosed during shutdown. A stream held in its reconnect grace, or one
+// with players waiting for it, is taken over with its readers attached.
+func (h *Hub) Publish(path string, info ClientInfo) (*Publisher, error) {
+	opts, ok := h.resolve(path)
+	if !ok {
+		h.m.publishRefused.With("no_pipeline").Inc()
+		return nil, ErrNoPipeline
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrHubClosed
+	}
+	s := h.streams[path]
+	if s == nil {
+		s = newStream(h, path, opts)
+		h.streams[path] = s
+	}
+	p, err := s.attachPublisher(info)
+	h.mu.Unlock()
+	if err != nil {
+		h.m.publishRefused.With("busy").Inc()
+		return nil, err
+	}
+	return p, nil
+}
+
+// Play returns a reader of path, positioned by the GOP cache. If the stream
+// has no publisher yet, Play waits up to the pipeline's wait_publisher for it
+// to become ready, then fails with ErrStreamNotFound. It also fails when ctx
+// ends, with ErrNoPipeline for a path no pipeline covers, and with
+// ErrHubClosed during shutdown.
+func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, error) {
+	opts, ok := h.resolve(path)
+	if !ok {
+		return nil, ErrNoPipeline
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrHubClosed
+	}
+	s := h.streams[path]
+	if s == nil {
+		s = newStream(h, path, opts)
+		h.streams[path] = s
+	}
+	s.readers.Add(1)
+	h.mu.Unlock()
+
+	select {
+	case <-s.ready:
+		return s.newReader(info), nil
+	default:
+	}
+	if opts.WaitPublisher <= 0 {
+		h.releaseWaiter(s)
+		return nil, ErrStreamNotFound
+	}
+	t := time.NewTimer(opts.WaitPublisher)
+	defer t.Stop()
+	select {
+	case <-s.ready:
+		return s.newReader(info), nil
+	case <-s.done:
+		h.releaseWaiter(s)
+		return nil, ErrStreamEnded
+	case <-t.C:
+		h.releaseWaiter(s)
+		return nil, ErrStreamNotFound
+	case <-ctx.Done():
+		h.releaseWaiter(s)
+		return nil, ctx.Err()
+	}
+}
+
+// releaseWaiter undoes the reader count of a Play that gave up, and forgets a
+// stream that nobody publishes and nobody waits for any more.
+func (h *Hub) releaseWaiter(s *Stream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.readers.Add(-1) == 0 && h.streams[s.path] == s && s.idle() {
+		delete(h.streams, s.path)
+	}
+}
+
+// Resolve returns the options of the pipeline that owns path.
+func (h *Hub) Resolve(path string) (StreamOptions, bool) { return h.resolve(path) }
+
+// Stream returns the stream at path, or nil.
+func (h *Hub) Stream(path string) *Stream {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams[path]
+}
+
+// Streams returns a snapshot of every stream, sorted by path.
+func (h *Hub) Streams() []StreamInfo {
+	h.mu.Lock()
+	list := make([]*Stream, 0, len(h.streams))
+	for _, s := range h.streams {
+		list = append(list, s)
+	}
+	h.mu.Unlock()
+	out := make([]StreamInfo, 0, len(list))
+	for _, s := range list {
+		out = append(out, s.Info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Close ends every stream, so that readers drain and return ErrStreamEnded,
+// and refuses new publishers and players. It is called at shutdown, after the
+// listeners have closed.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	list := make([]*Stream, 0, len(h.streams))
+	for _, s := range h.streams {
+		list = append(list, s)
+	}
+	for w := range h.watchers {
+		w.close()
+	}
+	h.mu.Unlock()
+	for _, s := range list {
+		s.end("server shutting down")
+	}
+}
+
+func (h *Hub) removeStream(s *Stream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.streams[s.path] == s {
+		delete(h.streams, s.path)
+	}
+}
+
+// Watch returns a feed of the streams for which match returns true, each
+// delivered once, when it becomes ready. A stream whose publisher reconnects
+// within its grace period stays the same stream and is not delivered again,
+// so a sink's reader simply continues. Streams already ready are delivered
+// first. The caller must Close the Watch.
+func (h *Hub) Watch(match func(*Stream) bool) *Watch {
+	w := &Watch{h: h, match: match, signal: make(chan struct{}, 1), closed: make(chan struct{})}
+	h.mu.Lock()
+	h.watchers[w] = struct{}{}
+	for _, s := range h.streams {
+		if s.isReady() && match(s) {
+			w.push(s)
+		}
+	}
+	h.mu.Unlock()
+	return w
+}
+
+func (h *Hub) announce(s *Stream) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers {
+		if w.match(s) {
+			w.push(s)
+		}
+	}
+}
+
+// Watch is a feed of ready streams, from Hub.Watch.
+type Watch struct {
+	h      *Hub
+	match  func(*Stream) bool
+	mu     sync.Mutex
+	queue  []*Stream
+	signal chan struct{}
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (w *Watch) push(s *Stream) {
+	w.mu.Lock()
+	w.queue = append(w.queue, s)
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// Next returns the next ready stream. It returns ctx.Err() when ctx ends and
+// ErrHubClosed once the Watch or the Hub is closed.
+func (w *Watch) Next(ctx context.Context) (*Stream, error) {
+	for {
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			s := w.queue[0]
+			w.queue[0] = nil
+			w.queue = w.queue[1:]
+			w.mu.Unlock()
+			return s, nil
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.signal:
+		case <-w.closed:
+			return nil, ErrHubClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (w *Watch) close() { w.once.Do(func() { close(w.closed) }) }
+
+// Close stops the feed.
+func (w *Watch) Close() {
+	w.h.mu.Lock()
+	delete(w.h.watchers, w)
+	w.h.mu.Unlock()
+	w.close()
+}

@@ -1,0 +1,190 @@
+package pipeline
+
+import (
+	"time"
+)
+
+// Publisher is the write side of a stream, held by the one source that
+// publishes it. Its methods are called from that source's goroutine only.
+type Publisher struct {
+	s       *Stream
+	info    ClientInfo
+	session int
+
+	based    bool          // offset has been chosen
+	offset   time.Duration // added to ingest timestamps to reach the stream timeline
+	firstDTS time.Duration // first stream-timeline DTS of this session
+	waitKey  bool          // drop video until the session's first keyframe
+	lastDTS  [numKinds]time.Duration
+	hasLast  [numKinds]bool
+	expect   [numKinds]bool
+	expected bool
+	closed   bool
+
+	lastNotify time.Time
+	units      [numKinds]*Counter
+	fixups     *Counter
+}
+
+// Stream returns the stream being published.
+func (p *Publisher) Stream() *Stream { return p.s }
+
+// Expect declares which tracks the source will publish, when it knows (from
+// RTMP metadata or an MPEG-TS PMT). The stream is not offered to players until
+// each expected track has delivered its first unit, so that their headers
+// (which announce audio and video) are right; a track that never comes is
+// given up on after a second of media.
+func (p *Publisher) Expect(video, audio bool) {
+	p.expect[KindVideo], p.expect[KindAudio] = video, audio
+	p.expected = true
+}
+
+// SetMetadata records the publisher's stream description, sent to every
+// reader before media. It also declares the announced tracks (see Expect)
+// unless Expect was called.
+func (p *Publisher) SetMetadata(m *Metadata) {
+	if !p.expected {
+		p.expect[KindVideo], p.expect[KindAudio] = m.HasVideo, m.HasAudio
+		p.expected = m.HasVideo || m.HasAudio
+	}
+	p.s.mu.Lock()
+	p.s.meta = m
+	p.s.mu.Unlock()
+}
+
+// Write publishes one access unit. au.DTS and au.PTS are in the source's own
+// time base (any origin); Write moves them onto the stream timeline, which
+// starts at 0 and continues across publisher reconnects. Video before the
+// session's first keyframe is dropped, because no reader could decode it.
+// Write never blocks on readers. It returns ErrStreamEnded once the stream has
+// been ended (by shutdown), telling the source to stop.
+func (p *Publisher) Write(au *AccessUnit) error {
+	s := p.s
+	select {
+	case <-s.done:
+		return ErrStreamEnded
+	default:
+	}
+	kind := au.Track.Kind()
+	if kind == KindVideo && p.waitKey {
+		if !au.Key {
+			return nil
+		}
+		p.waitKey = false
+	}
+	if !p.based {
+		p.base(au.DTS)
+	}
+	au.DTS += p.offset
+	au.PTS += p.offset
+	if p.hasLast[kind] && au.DTS < p.lastDTS[kind] {
+		// FLV and MP4 muxers need a non-decreasing DTS per track; a source
+		// that steps back a little (jitter, rounding) is clamped and counted.
+		d := p.lastDTS[kind] - au.DTS
+		au.DTS += d
+		au.PTS += d
+		p.fixupCounter().Inc()
+	}
+	p.lastDTS[kind], p.hasLast[kind] = au.DTS, true
+
+	s.mu.Lock()
+	s.tracks[kind] = au.Track
+	gopStart := au.Key && (kind == KindVideo || s.tracks[KindVideo] == nil && !p.expect[KindVideo])
+	s.ring.push(au)
+	if gopStart {
+		s.keys = append(s.keys, au.seq)
+		if keep := max(s.opts.GOPCache, 1) + 1; len(s.keys) > keep {
+			s.keys = append(s.keys[:0], s.keys[len(s.keys)-keep:]...)
+		}
+		s.lastKey.Store(au.seq + 1)
+	}
+	s.lastDTS, s.lastWall, s.hasDTS = au.DTS, time.Now(), true
+	ready := !s.isReady() && p.playable(au)
+	s.mu.Unlock()
+
+	p.unitCounter(kind).Inc()
+	if ready {
+		s.readyOnce.Do(func() {
+			close(s.ready)
+			v, a := s.Tracks()
+			s.log.Info("stream ready", "video", trackName(v), "audio", trackName(a), "pipeline", s.opts.Pipeline)
+			s.hub.announce(s)
+		})
+	}
+	if w := s.opts.MergeWindow; w <= 0 {
+		s.wake()
+	} else if now := time.Now(); now.Sub(p.lastNotify) >= w {
+		p.lastNotify = now
+		s.wake()
+	}
+	return nil
+}
+
+// playable reports whether the stream can be offered to players after au.
+// Called with the stream lock held.
+func (p *Publisher) playable(au *AccessUnit) bool {
+	s := p.s
+	if s.keysEmpty() && s.tracks[KindVideo] != nil {
+		return false // a reader would have no keyframe to start from
+	}
+	if !p.expected {
+		return true
+	}
+	for k := range numKinds {
+		if p.expect[k] && s.tracks[k] == nil {
+			return au.DTS-p.firstDTS >= time.Second
+		}
+	}
+	return true
+}
+
+func (s *Stream) keysEmpty() bool { return len(s.keys) == 0 }
+
+// base chooses the session's timeline offset so that its first unit lands at
+// 0 for a new stream, or, after a reconnect, where the previous session left
+// off plus the time the stream was silent.
+func (p *Publisher) base(dts time.Duration) {
+	s := p.s
+	s.mu.Lock()
+	start := time.Duration(0)
+	if s.hasDTS {
+		start = s.lastDTS + max(time.Since(s.lastWall), time.Millisecond)
+	}
+	s.mu.Unlock()
+	p.offset = start - dts
+	p.firstDTS = start
+	p.based = true
+}
+
+// Close ends the session. Readers are held for the pipeline's
+// publisher_grace (or ended at once if it is 0). Close is idempotent.
+func (p *Publisher) Close() {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	p.s.detachPublisher(p)
+	// Readers waiting in a merge window must see the last units now.
+	p.s.wake()
+}
+
+func (p *Publisher) unitCounter(k Kind) *Counter {
+	if p.units[k] == nil {
+		p.units[k] = p.s.hub.m.units.With(p.s.opts.Pipeline, k.String())
+	}
+	return p.units[k]
+}
+
+func (p *Publisher) fixupCounter() *Counter {
+	if p.fixups == nil {
+		p.fixups = p.s.hub.m.fixups.With(p.s.opts.Pipeline)
+	}
+	return p.fixups
+}
+
+func trackName(t *Track) string {
+	if t == nil {
+		return "none"
+	}
+	return t.String()
+}

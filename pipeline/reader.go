@@ -1,0 +1,149 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+)
+
+// maxBatch bounds how many units one Next returns, so that one batch (one
+// writev) stays a reasonable size for a reader that is far behind.
+const maxBatch = 256
+
+// Drop policy: a reader that has to skip ahead this many times within
+// skipWindow is dropped; it cannot keep up with the stream.
+const (
+	maxSkips   = 3
+	skipWindow = time.Minute
+)
+
+// Reader is one consumer's cursor on a stream. It is used from one goroutine.
+type Reader struct {
+	s       *Stream
+	info    ClientInfo
+	cursor  uint64
+	waitKey bool
+	batch   []*AccessUnit
+	closed  bool
+
+	skips      int
+	skipsSince time.Time
+}
+
+// Stream returns the stream being read.
+func (r *Reader) Stream() *Stream { return r.s }
+
+// Info returns the client the reader serves.
+func (r *Reader) Info() ClientInfo { return r.info }
+
+// Next blocks until at least one access unit is available and returns the
+// units from the cursor on, in publish order, at most maxBatch of them. The
+// returned slice is reused by the next call. Units are skipped only when the
+// reader has fallen behind (see the package doc): video resumes at a keyframe.
+//
+// In throughput mode the publisher wakes readers at most once per merge
+// window, so a reader that keeps up returns about once per window with a
+// window's worth of units, written with one system call.
+//
+// Next returns ErrStreamEnded after the last unit of a stream that has ended,
+// ErrReaderTooSlow when the reader is dropped, and ctx.Err() when ctx ends.
+func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
+	s := r.s
+	for {
+		notify := s.notify.Load()
+		head := s.ring.head.Load()
+		if r.cursor < head {
+			if r.behind(head) {
+				if err := r.skip(); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			b := r.batch[:0]
+			c := r.cursor
+			for ; c < head && len(b) < maxBatch; c++ {
+				au := s.ring.get(c)
+				if au == nil {
+					break // lapped while reading; the next call skips
+				}
+				if r.waitKey && au.Track.Kind() == KindVideo {
+					if !au.Key {
+						continue
+					}
+					r.waitKey = false
+				}
+				b = append(b, au)
+			}
+			r.cursor = c
+			r.batch = b
+			if len(b) > 0 {
+				return b, nil
+			}
+			continue
+		}
+		select {
+		case <-s.done:
+			if r.cursor >= s.ring.head.Load() {
+				return nil, ErrStreamEnded
+			}
+			continue
+		default:
+		}
+		select {
+		case <-*notify:
+		case <-s.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// behind reports whether the reader has been lapped by the ring or lags the
+// newest unit by more than the pipeline's max_reader_lag.
+func (r *Reader) behind(head uint64) bool {
+	s := r.s
+	if r.cursor < s.ring.oldest() {
+		return true
+	}
+	cur := s.ring.get(r.cursor)
+	if cur == nil {
+		return true
+	}
+	if lag := s.opts.MaxReaderLag; lag > 0 {
+		if newest := s.ring.get(head - 1); newest != nil && newest.DTS-cur.DTS > lag {
+			return true
+		}
+	}
+	return false
+}
+
+// skip moves a lagging reader to the newest GOP start, or to the head (waiting
+// for the next keyframe) when that keyframe is no longer ahead of it.
+func (r *Reader) skip() error {
+	s := r.s
+	now := time.Now()
+	if now.Sub(r.skipsSince) > skipWindow {
+		r.skips, r.skipsSince = 0, now
+	}
+	r.skips++
+	s.hub.m.readerSkips.With(s.opts.Pipeline).Inc()
+	if r.skips > maxSkips {
+		s.hub.m.readersDropped.With(s.opts.Pipeline).Inc()
+		return ErrReaderTooSlow
+	}
+	if k := s.lastKey.Load(); k > 0 && k-1 > r.cursor && k-1 >= s.ring.oldest() {
+		r.cursor, r.waitKey = k-1, false
+		return nil
+	}
+	r.cursor = s.ring.head.Load()
+	r.waitKey = true
+	return nil
+}
+
+// Close releases the reader. It is idempotent.
+func (r *Reader) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.s.readers.Add(-1)
+}

@@ -1,0 +1,268 @@
+package pipeline
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stream is one named stream: its ring of access units, its tracks and
+// metadata, its publisher (if any) and its readers. Streams are created by the
+// Hub; readers and sinks hold them directly.
+type Stream struct {
+	hub  *Hub
+	path string
+	opts StreamOptions
+	log  *slog.Logger
+	ring *ring
+
+	readers atomic.Int64 // readers, including Play calls still waiting
+	lastKey atomic.Uint64
+
+	// notify is closed (and replaced) to wake readers: for every access unit
+	// in latency mode, at most once per merge window in throughput mode.
+	notify atomic.Pointer[chan struct{}]
+
+	ready     chan struct{} // closed once, when the stream first becomes playable
+	readyOnce sync.Once
+	done      chan struct{} // closed when the stream ends
+	endOnce   sync.Once
+
+	mu          sync.Mutex
+	pub         *Publisher
+	tracks      [numKinds]*Track
+	meta        *Metadata
+	keys        []uint64 // sequence numbers of recent GOP starts, oldest first
+	graceTimer  *time.Timer
+	publishedAt time.Time
+	sessions    int
+	// Timeline state, carried from one publisher session to the next.
+	lastDTS  time.Duration
+	lastWall time.Time
+	hasDTS   bool
+}
+
+func newStream(h *Hub, path string, opts StreamOptions) *Stream {
+	if opts.BufferFrames <= 0 {
+		opts.BufferFrames = 1024
+	}
+	s := &Stream{
+		hub:   h,
+		path:  path,
+		opts:  opts,
+		log:   h.log.With("stream", path),
+		ring:  newRing(opts.BufferFrames),
+		ready: make(chan struct{}),
+		done:  make(chan struct{}),
+	}
+	ch := make(chan struct{})
+	s.notify.Store(&ch)
+	return s
+}
+
+// Path returns the stream path, "app/name".
+func (s *Stream) Path() string { return s.path }
+
+// Options returns the settings of the stream's pipeline.
+func (s *Stream) Options() StreamOptions { return s.opts }
+
+// Done is closed when the stream has ended.
+func (s *Stream) Done() <-chan struct{} { return s.done }
+
+// Tracks returns the current video and audio tracks; either may be nil.
+func (s *Stream) Tracks() (video, audio *Track) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tracks[KindVideo], s.tracks[KindAudio]
+}
+
+// Metadata returns the publisher's latest metadata, or nil.
+func (s *Stream) Metadata() *Metadata {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.meta
+}
+
+// StreamInfo is a snapshot of a stream for the API.
+type StreamInfo struct {
+	Path      string    `json:"path"`
+	Pipeline  string    `json:"pipeline"`
+	State     string    `json:"state"`
+	Publisher *ClientInfo `json:"publisher,omitempty"`
+	Since     time.Time `json:"since,omitzero"`
+	Readers   int64     `json:"readers"`
+	Tracks    []string  `json:"tracks"`
+	Units     uint64    `json:"units"`
+}
+
+// Info returns a snapshot of the stream.
+func (s *Stream) Info() StreamInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := StreamInfo{
+		Path:     s.path,
+		Pipeline: s.opts.Pipeline,
+		Readers:  s.readers.Load(),
+		Units:    s.ring.head.Load(),
+		Tracks:   []string{},
+		Since:    s.publishedAt,
+	}
+	switch {
+	case s.pub != nil:
+		info.State = "live"
+		ci := s.pub.info
+		info.Publisher = &ci
+	case s.graceTimer != nil:
+		info.State = "held"
+	case s.isReady():
+		info.State = "ended"
+	default:
+		info.State = "awaited"
+	}
+	for _, t := range s.tracks {
+		if t != nil {
+			info.Tracks = append(info.Tracks, t.String())
+		}
+	}
+	return info
+}
+
+func (s *Stream) isReady() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// idle reports whether nothing keeps the stream alive: no publisher, no
+// grace period running. The caller holds the hub lock.
+func (s *Stream) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pub == nil && s.graceTimer == nil
+}
+
+// attachPublisher is called with the hub lock held.
+func (s *Stream) attachPublisher(info ClientInfo) (*Publisher, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pub != nil {
+		return nil, ErrStreamBusy
+	}
+	select {
+	case <-s.done:
+		return nil, ErrStreamEnded
+	default:
+	}
+	resumed := false
+	if s.graceTimer != nil {
+		s.graceTimer.Stop()
+		s.graceTimer = nil
+		resumed = true
+	}
+	s.sessions++
+	p := &Publisher{s: s, info: info, waitKey: true, session: s.sessions}
+	s.pub = p
+	s.publishedAt = time.Now()
+	if resumed {
+		s.log.Info("publisher reconnected within grace; readers continue", "proto", info.Proto, "remote", info.Remote)
+	}
+	return p, nil
+}
+
+// detachPublisher runs when p stops publishing.
+func (s *Stream) detachPublisher(p *Publisher) {
+	s.mu.Lock()
+	if s.pub != p {
+		s.mu.Unlock()
+		return
+	}
+	s.pub = nil
+	grace := s.opts.PublisherGrace
+	readers := s.readers.Load()
+	ended := false
+	select {
+	case <-s.done:
+		ended = true
+	default:
+	}
+	if grace > 0 && s.isReady() && !ended {
+		gen := s.sessions
+		s.graceTimer = time.AfterFunc(grace, func() { s.graceExpired(gen) })
+		s.mu.Unlock()
+		s.log.Info("publisher left; holding readers for the reconnect grace", "grace", grace, "readers", readers)
+		return
+	}
+	s.mu.Unlock()
+	s.end("publisher left")
+}
+
+func (s *Stream) graceExpired(gen int) {
+	s.mu.Lock()
+	if s.pub != nil || s.sessions != gen || s.graceTimer == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.graceTimer = nil
+	s.mu.Unlock()
+	s.end("publisher did not come back within the grace period")
+}
+
+// end closes the stream for good: readers drain what is left and get
+// ErrStreamEnded; a later publisher of the same path starts a new Stream.
+func (s *Stream) end(reason string) {
+	s.endOnce.Do(func() {
+		s.mu.Lock()
+		if s.graceTimer != nil {
+			s.graceTimer.Stop()
+			s.graceTimer = nil
+		}
+		s.mu.Unlock()
+		s.hub.removeStream(s)
+		close(s.done)
+		s.wake()
+		if s.isReady() {
+			s.log.Info("stream ended", "reason", reason, "readers", s.readers.Load())
+		}
+	})
+}
+
+// wake wakes every reader waiting for new units.
+func (s *Stream) wake() {
+	ch := make(chan struct{})
+	old := s.notify.Swap(&ch)
+	close(*old)
+}
+
+// startPosition picks where a new reader starts: the GOP cache's keyframe
+// when one is still in the ring, else the head (waiting for a keyframe).
+func (s *Stream) startPosition() (seq uint64, waitKey bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	head := s.ring.head.Load()
+	oldest := s.ring.oldest()
+	if n := s.opts.GOPCache; n > 0 {
+		for i := max(len(s.keys)-n, 0); i < len(s.keys); i++ {
+			if k := s.keys[i]; k >= oldest {
+				return k, false
+			}
+		}
+	}
+	return head, s.tracks[KindVideo] != nil
+}
+
+// Subscribe returns a reader of the stream positioned by the GOP cache,
+// without waiting. Sinks that got the stream from a Watch use it; players go
+// through Hub.Play.
+func (s *Stream) Subscribe(info ClientInfo) *Reader {
+	s.readers.Add(1)
+	return s.newReader(info)
+}
+
+func (s *Stream) newReader(info ClientInfo) *Reader {
+	seq, waitKey := s.startPosition()
+	return &Reader{s: s, info: info, cursor: seq, waitKey: waitKey, batch: make([]*AccessUnit, 0, maxBatch)}
+}
