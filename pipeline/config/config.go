@@ -83,6 +83,9 @@ type KindBlock struct {
 // "ingest.mpegts_udp.cam", "pipeline.live.output.hls".
 func (b *KindBlock) Address() string {
 	a := b.Type + "." + b.Kind
+	if b.Type == "transcode" {
+		a = b.Type // transcode "NAME": the kind is always "plugin"
+	}
 	if b.Pipeline != "" {
 		a = "pipeline." + b.Pipeline + "." + a
 	}

@@ -1,0 +1,4 @@
+ingest "rtmp" {
+  listen            = ":1935"
+  handshake_timeout = "soon"
+}

@@ -1,0 +1,7 @@
+pipeline "live" {
+  match = "live/*"
+}
+
+pipeline "live" {
+  match = "other/*"
+}

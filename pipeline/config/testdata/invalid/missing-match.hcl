@@ -1,0 +1,3 @@
+pipeline "live" {
+  gop_cache = 1
+}

@@ -1,0 +1,3 @@
+server {
+  http = var.http_port
+}

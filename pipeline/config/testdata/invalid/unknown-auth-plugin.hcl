@@ -1,0 +1,4 @@
+pipeline "live" {
+  match = "live/*"
+  auth  = "tokens"
+}

@@ -1,0 +1,5 @@
+ingest "rtmp" {}
+
+pipelin "live" {
+  match = "live/*"
+}

@@ -1,0 +1,4 @@
+pipeline "live" {
+  match = "live/*"
+  output "http_fvl" {}
+}

@@ -1,0 +1,3 @@
+server {
+  node = env("SLUICE_TEST_SURELY_UNSET")
+}
