@@ -63,7 +63,9 @@ type Authorizer interface {
 type AllowAll struct{}
 
 // Authorize allows everything.
-func (AllowAll) Authorize(context.Context, AuthRequest) AuthDecision { return AuthDecision{Allow: true} }
+func (AllowAll) Authorize(context.Context, AuthRequest) AuthDecision {
+	return AuthDecision{Allow: true}
+}
 
 // Notify does nothing.
 func (AllowAll) Notify(context.Context, AuthRequest) {}

@@ -86,14 +86,14 @@ func (s *Stream) Metadata() *Metadata {
 
 // StreamInfo is a snapshot of a stream for the API.
 type StreamInfo struct {
-	Path      string    `json:"path"`
-	Pipeline  string    `json:"pipeline"`
-	State     string    `json:"state"`
+	Path      string      `json:"path"`
+	Pipeline  string      `json:"pipeline"`
+	State     string      `json:"state"`
 	Publisher *ClientInfo `json:"publisher,omitempty"`
-	Since     time.Time `json:"since,omitzero"`
-	Readers   int64     `json:"readers"`
-	Tracks    []string  `json:"tracks"`
-	Units     uint64    `json:"units"`
+	Since     time.Time   `json:"since,omitzero"`
+	Readers   int64       `json:"readers"`
+	Tracks    []string    `json:"tracks"`
+	Units     uint64      `json:"units"`
 }
 
 // Info returns a snapshot of the stream.
