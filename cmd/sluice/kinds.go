@@ -1,7 +1,9 @@
 package main
 
 import (
+	"github.com/sluice-media/sluice/ingest/flvhttp"
 	"github.com/sluice-media/sluice/ingest/rtmp"
+	"github.com/sluice-media/sluice/outputs/hls"
 	"github.com/sluice-media/sluice/outputs/httpflv"
 	"github.com/sluice-media/sluice/pipeline"
 )
@@ -10,6 +12,8 @@ import (
 func builtinKinds() *pipeline.Kinds {
 	k := pipeline.NewKinds()
 	rtmp.Register(k)
+	flvhttp.Register(k)
 	httpflv.Register(k)
+	hls.Register(k)
 	return k
 }
