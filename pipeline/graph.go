@@ -77,11 +77,18 @@ type BuildOptions struct {
 	// addresses: the plugin host, for one, whose processes must start and
 	// stop with the server.
 	Stages map[string]Stage
+	// Metrics, when set, is the graph's metrics set, so that the parts
+	// built before the graph (the plugin host) can register their counters
+	// in it; nil makes a new one.
+	Metrics *Metrics
 }
 
 // BuildWith is Build with options.
 func BuildWith(f *config.File, kinds *Kinds, log *slog.Logger, opts BuildOptions) (*Graph, hcl.Diagnostics) {
-	g := &Graph{Metrics: NewMetrics(), log: log, server: f.Server, resolver: Resolve(f)}
+	g := &Graph{Metrics: opts.Metrics, log: log, server: f.Server, resolver: Resolve(f)}
+	if g.Metrics == nil {
+		g.Metrics = NewMetrics()
+	}
 	auth := func(path string) Authorizer {
 		if so, ok := g.resolver(path); ok {
 			if a := opts.Authorizers[so.Pipeline]; a != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/config"
+	"github.com/sluice-media/sluice/plugins/host"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3"; a
@@ -102,7 +103,15 @@ func load(file string, vars varFlags, stderr io.Writer, log *slog.Logger) (*conf
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		g, bd := pipeline.Build(f, kinds, log)
+		// Plugins are built first: pipelines with auth = plugin.NAME get
+		// the plugin's authorizer, and the host runs as one more stage so
+		// its processes start and stop with the server.
+		metrics := pipeline.NewMetrics()
+		h, hd := host.New(f, log, metrics)
+		diags = append(diags, hd...)
+		opts := h.BuildOptions(f)
+		opts.Metrics = metrics
+		g, bd := pipeline.BuildWith(f, kinds, log, opts)
 		diags = append(diags, bd...)
 		if !diags.HasErrors() {
 			if len(diags) > 0 {
