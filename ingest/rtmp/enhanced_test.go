@@ -1,0 +1,192 @@
+package rtmp_test
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortmplib"
+	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
+
+	"github.com/sluice-media/sluice/pipeline/media/flv"
+	"github.com/sluice-media/sluice/pipeline/sluicetest"
+)
+
+// hevcAccessUnits splits an Annex-B H.265 stream whose access units each
+// begin with an access unit delimiter (x265's aud=1) into access units of
+// NAL units, and returns the parameter sets of the first one.
+func hevcAccessUnits(t *testing.T, b []byte) (aus [][][]byte, vps, sps, pps []byte) {
+	t.Helper()
+	var nalus [][]byte
+	for len(b) > 0 {
+		i := bytes.Index(b, []byte{0, 0, 1})
+		if i < 0 {
+			break
+		}
+		b = b[i+3:]
+		j := bytes.Index(b, []byte{0, 0, 1})
+		if j < 0 {
+			j = len(b)
+		}
+		n := bytes.TrimRight(b[:j], "\x00")
+		nalus = append(nalus, n)
+		b = b[j:]
+	}
+	var cur [][]byte
+	for _, n := range nalus {
+		switch typ := n[0] >> 1 & 0x3f; typ {
+		case 35: // access unit delimiter
+			if len(cur) > 0 {
+				aus = append(aus, cur)
+			}
+			cur = nil
+		case 32:
+			vps = n
+		case 33:
+			sps = n
+		case 34:
+			pps = n
+		default:
+			cur = append(cur, n)
+		}
+	}
+	if len(cur) > 0 {
+		aus = append(aus, cur)
+	}
+	if vps == nil || sps == nil || pps == nil {
+		t.Fatal("fixture has no parameter sets")
+	}
+	return aus, vps, sps, pps
+}
+
+// TestEnhancedRTMPHEVCAndOpus publishes H.265 and Opus over enhanced RTMP
+// (the FourCC headers; Debian's ffmpeg cannot send them, so the RTMP
+// library publishes) and checks that RTMP play and HTTP-FLV play give the
+// same codecs back, starting with the sequence headers and a keyframe.
+func TestEnhancedRTMPHEVCAndOpus(t *testing.T) {
+	src, err := os.ReadFile(sluicetest.Fixture("hevc.h265"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, vps, sps, pps := hevcAccessUnits(t, src)
+
+	srv, ra, ha := start(t, "gop_cache = 1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	u, _ := url.Parse("rtmp://" + ra + "/live/hevc")
+	pub := &gortmplib.Client{URL: u, Publish: true}
+	if err := pub.Initialize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	video := &gortmplib.Track{Codec: &codecs.H265{VPS: vps, SPS: sps, PPS: pps}}
+	audio := &gortmplib.Track{Codec: &codecs.Opus{IDHeader: &opus.IDHeader{Version: 1, ChannelCount: 2, PreSkip: 312, InputSampleRate: 48000}}}
+	w := &gortmplib.Writer{Conn: pub, Tracks: []*gortmplib.Track{video, audio}}
+	if err := w.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	// Publish in a loop until the test ends: 30 fps video, 20 ms Opus.
+	var sent atomic.Int64
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() {
+		defer close(done)
+		frame, audioPTS := 0, time.Duration(0)
+		tick := time.NewTicker(33 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			pts := time.Duration(frame) * time.Second / 30
+			if err := w.WriteH265(video, pts, pts, aus[frame%len(aus)]); err != nil {
+				return
+			}
+			for ; audioPTS <= pts; audioPTS += 20 * time.Millisecond {
+				// A TOC byte (CELT fullband 20 ms, one frame) and silence:
+				// Sluice carries Opus packets without decoding them.
+				if err := w.WriteOpus(audio, audioPTS, []byte{0xfc, 0xff, 0xfe}); err != nil {
+					return
+				}
+			}
+			sent.Add(1)
+			frame++
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	waitLive(t, srv, "live/hevc")
+	// Join behind the first keyframe, so the GOP cache is what starts us.
+	sluicetest.Eventually(t, 10*time.Second, func() bool { return sent.Load() > 40 }, "publisher too slow")
+
+	t.Run("rtmp", func(t *testing.T) {
+		pu, _ := url.Parse("rtmp://" + ra + "/live/hevc")
+		c := &gortmplib.Client{URL: pu}
+		if err := c.Initialize(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.NetConn().SetDeadline(time.Now().Add(15 * time.Second))
+		r := &gortmplib.Reader{Conn: c}
+		if err := r.Initialize(); err != nil {
+			t.Fatal(err)
+		}
+		var gotVideo, gotAudio bool
+		var frames, packets int
+		for _, tr := range r.Tracks() {
+			switch cd := tr.Codec.(type) {
+			case *codecs.H265:
+				gotVideo = bytes.Equal(cd.SPS, sps) && bytes.Equal(cd.PPS, pps) && bytes.Equal(cd.VPS, vps)
+				r.OnDataH265(tr, func(pts, dts time.Duration, au [][]byte) { frames++ })
+			case *codecs.Opus:
+				gotAudio = cd.IDHeader != nil && cd.IDHeader.ChannelCount == 2
+				r.OnDataOpus(tr, func(pts time.Duration, pkt []byte) { packets++ })
+			}
+		}
+		if !gotVideo || !gotAudio {
+			t.Fatalf("tracks %v: want H.265 with the published parameter sets and stereo Opus", r.Tracks())
+		}
+		for frames < 10 || packets < 10 {
+			if err := r.Read(); err != nil {
+				t.Fatalf("after %d frames and %d packets: %v", frames, packets, err)
+			}
+		}
+	})
+
+	t.Run("http-flv", func(t *testing.T) {
+		var tags []flvTag
+		if err := readFLV(t, ctx, "http://"+ha+"/live/hevc.flv", func(ft flvTag) bool {
+			tags = append(tags, ft)
+			return len(tags) < 30
+		}); err != nil {
+			t.Fatal(err)
+		}
+		var seqV, seqA, firstFrame int = -1, -1, -1
+		for i, ft := range tags {
+			switch {
+			case ft.typ == flv.TagVideo && ft.video.FourCC != flv.FourCCHEVC:
+				t.Fatalf("video tag %d has FourCC %s, want hvc1", i, flv.FourCCString(ft.video.FourCC))
+			case ft.typ == flv.TagAudio && ft.audio.FourCC != flv.FourCCOpus:
+				t.Fatalf("audio tag %d has FourCC %s, want Opus", i, flv.FourCCString(ft.audio.FourCC))
+			case ft.typ == flv.TagVideo && ft.video.PacketType == flv.PacketSequenceStart:
+				seqV = i
+			case ft.typ == flv.TagAudio && ft.audio.PacketType == flv.PacketSequenceStart:
+				seqA = i
+			case ft.typ == flv.TagVideo && firstFrame < 0:
+				firstFrame = i
+				if !ft.video.Key {
+					t.Errorf("first HEVC frame is not a keyframe")
+				}
+			}
+		}
+		if seqV < 0 || seqA < 0 || firstFrame < 0 || seqV > firstFrame {
+			t.Errorf("sequence headers at %d (video) and %d (audio), first frame at %d", seqV, seqA, firstFrame)
+		}
+	})
+}
