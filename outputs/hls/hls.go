@@ -1,0 +1,568 @@
+// Package hls serves streams as HTTP Live Streaming (RFC 8216 and its
+// low-latency extension) built on gohlslib: MPEG-TS, fMP4 or low-latency
+// fMP4 segments kept in memory, with the cache headers a CDN needs, signed
+// media URIs for pipelines with auth, and a multivariant playlist that
+// groups renditions of one stream.
+package hls
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gohlslib/v2"
+	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+
+	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/pipeline/config"
+)
+
+// Cache lifetimes.
+const (
+	// immutable is the Cache-Control of segments, parts and init files
+	// of pipelines without auth: their names are never reused (see muxer).
+	immutable = "public, max-age=31536000, immutable"
+	// multivariantMaxAge bounds how long a CDN keeps index.m3u8 and
+	// master.m3u8: they change only when renditions come and go, and
+	// BANDWIDTH drifts.
+	multivariantMaxAge = 5
+	// notFoundMaxAge is how long a missing stream's answer may be cached,
+	// as the router does for unknown streams.
+	notFoundMaxAge = 2
+)
+
+// Config is the body of an `output "hls"` block.
+type Config struct {
+	// Variant is "mpegts", "fmp4" or "lowLatency".
+	Variant string `hcl:"variant,optional"`
+	// SegmentCount is how many segments a media playlist lists.
+	SegmentCount int `hcl:"segment_count,optional"`
+	// Segment is the minimum segment duration; a segment ends at the
+	// first keyframe after it.
+	Segment string `hcl:"segment,optional"`
+	// Part is the minimum part duration (lowLatency).
+	Part string `hcl:"part,optional"`
+	// Always starts a muxer for every stream as soon as it is published;
+	// false starts one on the first request and stops it after
+	// close_after without requests.
+	Always bool `hcl:"always,optional"`
+	// CloseAfter is how long a muxer keeps serving after its stream ended
+	// (and, when always is false, how long it lives without requests).
+	CloseAfter string `hcl:"close_after,optional"`
+	// WaitReady is how long a request waits for the first segment (or, for
+	// a blocking playlist reload, the requested part) before it is told
+	// 503 with Retry-After.
+	WaitReady string `hcl:"wait_ready,optional"`
+	// Directory, when set, also writes segments under DIR/APP/NAME/
+	// (and, except for lowLatency, the playlists).
+	Directory string `hcl:"directory,optional"`
+	// Master serves APP/NAME/master.m3u8 listing the streams APP/NAME_*.
+	Master bool `hcl:"master,optional"`
+	// Secret keys the media URI signatures of pipelines with auth; every
+	// node serving the same streams needs the same one. Empty picks a
+	// random secret at startup (fine for a single node).
+	Secret string `hcl:"secret,optional"`
+	// SignWindow is the signature window; a signed URI is valid for one to
+	// two windows.
+	SignWindow string `hcl:"sign_window,optional"`
+
+	variant                               gohlslib.MuxerVariant
+	segment, part, closeAfter, wait, sign time.Duration
+}
+
+// Defaults fills the defaults before decoding.
+func (c *Config) Defaults() {
+	c.Variant = "lowLatency"
+	c.SegmentCount = 7
+	c.Segment = "1s"
+	c.Part = "200ms"
+	c.Always = true
+	c.CloseAfter = "30s"
+	c.WaitReady = "10s"
+	c.Master = true
+	c.SignWindow = "5m"
+}
+
+func positive(attr, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, &config.FieldError{Attr: attr, Err: fmt.Errorf("%q is not a positive duration such as \"2s\"", v)}
+	}
+	return d, nil
+}
+
+// Validate checks the fields.
+func (c *Config) Validate() error {
+	switch c.Variant {
+	case "mpegts":
+		c.variant = gohlslib.MuxerVariantMPEGTS
+	case "fmp4":
+		c.variant = gohlslib.MuxerVariantFMP4
+	case "lowLatency":
+		c.variant = gohlslib.MuxerVariantLowLatency
+	default:
+		return &config.FieldError{Attr: "variant", Err: fmt.Errorf("%q is not a variant; use \"mpegts\", \"fmp4\" or \"lowLatency\"", c.Variant)}
+	}
+	least := 3
+	if c.variant == gohlslib.MuxerVariantLowLatency {
+		least = 7 // gohlslib: LL-HLS keeps at least 7 segments
+	}
+	if c.SegmentCount < least {
+		return &config.FieldError{Attr: "segment_count", Err: fmt.Errorf("%d is too few; variant %q needs at least %d", c.SegmentCount, c.Variant, least)}
+	}
+	var err error
+	if c.segment, err = positive("segment", c.Segment); err != nil {
+		return err
+	}
+	if c.part, err = positive("part", c.Part); err != nil {
+		return err
+	}
+	if c.part > c.segment {
+		return &config.FieldError{Attr: "part", Err: fmt.Errorf("part %s is longer than segment %s", c.Part, c.Segment)}
+	}
+	if c.closeAfter, err = positive("close_after", c.CloseAfter); err != nil {
+		return err
+	}
+	if c.wait, err = positive("wait_ready", c.WaitReady); err != nil {
+		return err
+	}
+	if c.sign, err = positive("sign_window", c.SignWindow); err != nil {
+		return err
+	}
+	if c.sign < time.Second || c.sign%time.Second != 0 {
+		return &config.FieldError{Attr: "sign_window", Err: fmt.Errorf("%q must be whole seconds, at least 1s", c.SignWindow)}
+	}
+	return nil
+}
+
+// Register adds the "hls" output kind.
+func Register(k *pipeline.Kinds) {
+	pipeline.Add(k, "output", "hls", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
+		if env.HTTP == nil {
+			return nil, errors.New(`output "hls" needs the HTTP listener; set server { http = ":8080" }`)
+		}
+		secret := []byte(c.Secret)
+		if len(secret) == 0 {
+			secret = make([]byte, 32)
+			_, _ = rand.Read(secret)
+		}
+		o := &Output{cfg: *c, env: env, log: env.Log, signer: NewSigner(secret, c.sign), muxers: map[string]*muxer{}}
+		m := env.Metrics
+		o.requests = m.Counter("sluice_hls_requests_total", "HLS requests answered, by file type and status code.", "file", "code")
+		o.encodeErrors = m.Counter("sluice_hls_encode_errors_total", "Access units the HLS muxer could not use.").With()
+		o.restarts = m.Counter("sluice_hls_muxer_restarts_total", "HLS muxers restarted because the stream's tracks changed.").With()
+		o.badSig = m.Counter("sluice_hls_signature_rejected_total", "HLS media requests refused for a missing, wrong or expired signature.").With()
+		m.GaugeFunc("sluice_hls_muxers", "HLS muxers running.", func() float64 {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			return float64(len(o.muxers))
+		})
+		env.HTTP.Handle(env.Pipeline.Name, http.MethodGet, pipeline.Dir(), o.serve)
+		return o, nil
+	})
+}
+
+// Output is the HLS output of one pipeline. It keeps one muxer per stream
+// and serves them all on the shared HTTP listener.
+type Output struct {
+	cfg    Config
+	env    pipeline.Env
+	log    *slog.Logger
+	signer *Signer
+
+	requests     *pipeline.CounterVec
+	encodeErrors *pipeline.Counter
+	restarts     *pipeline.Counter
+	badSig       *pipeline.Counter
+
+	mu      sync.Mutex
+	ctx     context.Context // Run's, the parent of every muxer; nil outside Run
+	muxers  map[string]*muxer
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+// Run starts a muxer for every stream of the pipeline as it is published
+// (when always is set) and, once ctx ends, stops every muxer and waits for
+// them.
+func (o *Output) Run(ctx context.Context) error {
+	o.mu.Lock()
+	o.ctx = ctx
+	o.mu.Unlock()
+	if o.cfg.Always {
+		w := o.env.Hub.Watch(func(s *pipeline.Stream) bool { return s.Options().Pipeline == o.env.Pipeline.Name })
+		for {
+			s, err := w.Next(ctx)
+			if err != nil {
+				break
+			}
+			o.ensure(s)
+		}
+		w.Close()
+	}
+	<-ctx.Done()
+	o.mu.Lock()
+	o.stopped = true
+	for _, m := range o.muxers {
+		m.cancel()
+	}
+	o.mu.Unlock()
+	o.wg.Wait()
+	return nil
+}
+
+// ensure returns the muxer of s, starting one (and retiring the muxer of an
+// earlier stream of the same path) if needed. It returns nil during
+// shutdown.
+func (o *Output) ensure(s *pipeline.Stream) *muxer {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.stopped || o.ctx == nil {
+		return nil
+	}
+	path := s.Path()
+	m := o.muxers[path]
+	if m != nil && m.stream == s {
+		return m
+	}
+	if m != nil {
+		// The stream ended and was published again: the old muxer's
+		// segments belong to the old timeline. Its players reload and get
+		// the new muxer, whose segment names differ.
+		m.cancel()
+		m.log.Info("stream republished; replacing the HLS muxer")
+	}
+	ctx, cancel := context.WithCancel(o.ctx)
+	m = &muxer{o: o, path: path, stream: s, cancel: cancel, done: make(chan struct{}),
+		log: o.log.With("stream", path, "proto", "hls")}
+	m.touch()
+	o.muxers[path] = m
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		m.run(ctx)
+	}()
+	m.log.Info("HLS muxer started", "variant", o.cfg.Variant)
+	return m
+}
+
+func (o *Output) remove(m *muxer) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.muxers[m.path] == m {
+		delete(o.muxers, m.path)
+	}
+}
+
+// lookup finds the muxer serving path: the live stream's (starting it when
+// needed), or the one still serving an ended stream's last segments.
+func (o *Output) lookup(path string) *muxer {
+	if s := o.env.Hub.Stream(path); s != nil {
+		if info := s.Info(); (info.State == "live" || info.State == "held") && len(info.Tracks) > 0 {
+			return o.ensure(s)
+		}
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.muxers[path]
+}
+
+// fileType names a request's file for metrics.
+func fileType(rest string) string {
+	switch {
+	case rest == "master.m3u8":
+		return "master"
+	case rest == "index.m3u8":
+		return "multivariant"
+	case strings.HasSuffix(rest, ".m3u8"):
+		return "playlist"
+	case strings.HasSuffix(rest, "_init.mp4"):
+		return "init"
+	case strings.Contains(rest, "_part"):
+		return "part"
+	}
+	return "segment"
+}
+
+// statusWriter remembers the status, for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, rest string) {
+	sw := &statusWriter{ResponseWriter: w}
+	ft := fileType(rest)
+	defer func() { o.requests.With(ft, strconv.Itoa(sw.code)).Inc() }()
+	log := o.log.With("stream", stream, "remote", r.RemoteAddr, "proto", "hls")
+	switch ft {
+	case "master":
+		if !o.cfg.Master {
+			notFound(sw)
+			return
+		}
+		o.serveMaster(sw, r, stream, log)
+	case "multivariant", "playlist":
+		o.servePlaylist(sw, r, stream, rest, log)
+	default:
+		o.serveMedia(sw, r, stream, rest, log)
+	}
+}
+
+func notFound(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(notFoundMaxAge))
+	http.Error(w, "stream not found", http.StatusNotFound)
+}
+
+// notReady tells players to retry: the stream exists but has no segment
+// yet, or the part a blocking reload asked for did not come in time.
+// No-cache keeps a CDN from holding the error.
+func notReady(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "stream not ready yet; retry", http.StatusServiceUnavailable)
+}
+
+// signing reports whether media URIs of path are signed: when the
+// pipeline has an authorizer.
+func (o *Output) signing(path string) bool {
+	_, open := o.env.Auth(path).(pipeline.AllowAll)
+	return !open
+}
+
+// authorize asks the pipeline's authorizer whether the playlist request may
+// go on, and answers the denial itself.
+func (o *Output) authorize(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) bool {
+	auth := o.env.Auth(path)
+	if _, open := auth.(pipeline.AllowAll); open {
+		return true
+	}
+	d := auth.Authorize(r.Context(), pipeline.AuthRequest{Action: pipeline.ActionPlay, Proto: "hls", Remote: r.RemoteAddr,
+		Path: path, Query: r.URL.RawQuery, Pipeline: o.env.Pipeline.Name, Node: o.env.Node, URL: r.URL.String()})
+	if d.Allow {
+		return true
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if d.Redirect != "" {
+		http.Redirect(w, r, d.Redirect, http.StatusFound)
+		return false
+	}
+	reason := d.Reason
+	if reason == "" {
+		reason = "not authorized"
+	}
+	log.Warn("play denied", "reason", reason)
+	http.Error(w, reason, http.StatusForbidden)
+	return false
+}
+
+// playlistAnswer fetches a playlist from m, answering errors itself; it
+// returns nil when it did.
+func (o *Output) playlistAnswer(w http.ResponseWriter, r *http.Request, m *muxer, name string) []byte {
+	if m == nil {
+		notFound(w)
+		return nil
+	}
+	m.touch()
+	rec, res := m.fetch(r.Context(), name, onlyHLSParams(r.URL.RawQuery), o.cfg.wait)
+	switch {
+	case res == noSuchFile:
+		notFound(w)
+		return nil
+	case res == timedOut || res == closed:
+		notReady(w)
+		return nil
+	case rec.status != http.StatusOK:
+		// gohlslib refuses a blocking reload too far ahead with 400 and
+		// answers 500 while closing.
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(rec.status)
+		return nil
+	}
+	return rec.body.Bytes()
+}
+
+func writePlaylist(w http.ResponseWriter, body []byte, cacheControl string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/vnd.apple.mpegurl")
+	h.Set("Cache-Control", cacheControl)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+func maxAge(secs int) string { return "public, max-age=" + strconv.Itoa(secs) }
+
+func (o *Output) servePlaylist(w http.ResponseWriter, r *http.Request, stream, rest string, log *slog.Logger) {
+	if !o.authorize(w, r, stream, log) {
+		return
+	}
+	m := o.lookup(stream)
+	body := o.playlistAnswer(w, r, m, rest)
+	if body == nil {
+		return
+	}
+	plQuery := stripHLSParams(r.URL.RawQuery)
+	if rest == "index.m3u8" {
+		var mv playlist.Multivariant
+		if err := mv.Unmarshal(body); err != nil {
+			log.Warn("unreadable multivariant playlist from the muxer", "err", err)
+			notReady(w)
+			return
+		}
+		out, err := multivariant([]variantInfo{{pl: &mv, bw: m.measure(r.Context(), &mv)}})
+		if err != nil {
+			notReady(w)
+			return
+		}
+		writePlaylist(w, rewriteURIs(out, "", plQuery, ""), maxAge(multivariantMaxAge))
+		return
+	}
+	mediaQuery := ""
+	if o.signing(stream) {
+		mediaQuery = o.signer.Query(stream)
+	}
+	cc := maxAge(halfTarget(body))
+	if r.URL.Query().Has("_HLS_msn") {
+		// A blocking reload's answer holds at least the part it asked for,
+		// for as long as that part is in the playlist: cacheable by its
+		// full URL (the query makes it unique) for the playlist's span.
+		cc = maxAge(max(1, o.cfg.SegmentCount*max(1, tagInt(body, "#EXT-X-TARGETDURATION:"))))
+	}
+	writePlaylist(w, rewriteURIs(body, "", plQuery, mediaQuery), cc)
+}
+
+func (o *Output) serveMedia(w http.ResponseWriter, r *http.Request, stream, rest string, log *slog.Logger) {
+	cc := immutable
+	if o.signing(stream) {
+		ok, until := o.signer.Check(stream, r.URL.RawQuery)
+		if !ok {
+			o.badSig.Inc()
+			log.Debug("media request without a valid signature", "file", rest)
+			w.Header().Set("Cache-Control", "no-store")
+			http.Error(w, "missing, wrong or expired signature", http.StatusForbidden)
+			return
+		}
+		// Cacheable until the signature expires, so that a CDN does not
+		// serve a hot-linked URI longer than the origin would.
+		cc = "public, max-age=" + strconv.Itoa(max(1, int(time.Until(until)/time.Second))) + ", immutable"
+	}
+	o.mu.Lock()
+	m := o.muxers[stream]
+	o.mu.Unlock()
+	if m == nil {
+		notFound(w)
+		return
+	}
+	m.touch()
+	res := m.call(r.Context(), w, rest, "", o.cfg.wait, func(status int, h http.Header) {
+		if status == http.StatusOK {
+			h.Set("Cache-Control", cc)
+		} else {
+			h.Set("Cache-Control", "no-cache")
+		}
+	})
+	switch res {
+	case noSuchFile:
+		// A name this muxer never had, or one already rotated out: a
+		// player asking for it is behind. Not cached: the name may be a
+		// part announced a moment from now.
+		w.Header().Set("Cache-Control", "no-cache")
+		http.Error(w, "no such segment", http.StatusNotFound)
+	case timedOut, closed:
+		notReady(w)
+	}
+}
+
+// serveMaster answers APP/NAME/master.m3u8 with one variant per stream
+// APP/NAME_* that has a muxer, each pointing into its own directory.
+func (o *Output) serveMaster(w http.ResponseWriter, r *http.Request, group string, log *slog.Logger) {
+	if !o.authorize(w, r, group, log) {
+		return
+	}
+	prefix := group + "_"
+	var paths []string
+	for _, si := range o.env.Hub.Streams() {
+		if strings.HasPrefix(si.Path, prefix) && !strings.Contains(si.Path[len(prefix):], "/") {
+			paths = append(paths, si.Path)
+		}
+	}
+	o.mu.Lock()
+	for p := range o.muxers {
+		if strings.HasPrefix(p, prefix) && !slices.Contains(paths, p) && !strings.Contains(p[len(prefix):], "/") {
+			paths = append(paths, p)
+		}
+	}
+	o.mu.Unlock()
+	slices.Sort(paths)
+	var vars []variantInfo
+	for _, p := range paths {
+		if !o.authorizeQuiet(r, p) {
+			continue
+		}
+		m := o.lookup(p)
+		if m == nil {
+			continue
+		}
+		m.touch()
+		rec, res := m.fetch(r.Context(), "index.m3u8", "", o.cfg.wait)
+		if res != answered || rec.status != http.StatusOK {
+			continue
+		}
+		var mv playlist.Multivariant
+		if mv.Unmarshal(rec.body.Bytes()) != nil {
+			continue
+		}
+		name := p[strings.LastIndexByte(p, '/')+1:]
+		vars = append(vars, variantInfo{dir: "../" + name + "/", group: p[len(prefix):], pl: &mv, bw: m.measure(r.Context(), &mv)})
+	}
+	if len(vars) == 0 {
+		if len(paths) == 0 {
+			notFound(w)
+		} else {
+			notReady(w)
+		}
+		return
+	}
+	out, err := multivariant(vars)
+	if err != nil {
+		log.Warn("cannot build the master playlist", "err", err)
+		notReady(w)
+		return
+	}
+	writePlaylist(w, rewriteURIs(out, "", stripHLSParams(r.URL.RawQuery), ""), maxAge(multivariantMaxAge))
+}
+
+// authorizeQuiet asks whether the master request may list rendition path.
+func (o *Output) authorizeQuiet(r *http.Request, path string) bool {
+	auth := o.env.Auth(path)
+	if _, open := auth.(pipeline.AllowAll); open {
+		return true
+	}
+	return auth.Authorize(r.Context(), pipeline.AuthRequest{Action: pipeline.ActionPlay, Proto: "hls", Remote: r.RemoteAddr,
+		Path: path, Query: r.URL.RawQuery, Pipeline: o.env.Pipeline.Name, Node: o.env.Node, URL: r.URL.String()}).Allow
+}
+
+var _ pipeline.Stage = (*Output)(nil)
