@@ -1,11 +1,13 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -126,6 +128,39 @@ func (a *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Lo
 
 func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 	return lineWriter(func(line string) { a.Info(line) })
+}
+
+// stdioWriter logs what a plugin writes to its stdout or stderr once it
+// serves: go-plugin then carries both over gRPC instead of the pipes. Lines
+// are logged whole; a line longer than 64 KiB is logged in pieces.
+type stdioWriter struct {
+	mu   sync.Mutex
+	buf  []byte
+	emit func(string)
+}
+
+const maxLine = 64 << 10
+
+func (w *stdioWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.emit(strings.TrimRight(string(w.buf[:i]), "\r"))
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > maxLine {
+		w.emit(string(w.buf))
+		w.buf = w.buf[:0]
+	}
+	if len(w.buf) == 0 {
+		w.buf = nil // let a large buffer go
+	}
+	return len(p), nil
 }
 
 // lineWriter logs each Write as one line per newline-separated part; the

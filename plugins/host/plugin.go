@@ -41,7 +41,8 @@ type Plugin struct {
 
 	mu    sync.Mutex
 	conn  *pluginv1.Conn // nil while the process is down
-	ready chan struct{}  // closed at the first successful start
+	pid   int
+	ready chan struct{} // closed at the first successful start
 	once  sync.Once
 
 	check chan struct{} // a failed call asks the supervisor to look now
@@ -77,10 +78,10 @@ func (p *Plugin) run(ctx context.Context) {
 			p.log.Error("plugin did not start", "err", err, "retry_in", backoff)
 		} else {
 			started := time.Now()
-			p.setConn(conn)
+			p.setConn(conn, pid)
 			p.log.Info("plugin started", "pid", pid, "command", p.cfg.Command)
 			reason := p.watch(ctx, client)
-			p.setConn(nil)
+			p.setConn(nil, 0)
 			client.Kill()
 			if ctx.Err() != nil {
 				p.log.Info("plugin stopped", "pid", pid)
@@ -121,6 +122,8 @@ func (p *Plugin) start() (*plugin.Client, *pluginv1.Conn, int, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		StartTimeout:     p.cfg.start,
 		Logger:           newHCLog(p.log),
+		SyncStdout:       &stdioWriter{emit: func(l string) { p.log.Info(l, "from", "stdout") }},
+		SyncStderr:       &stdioWriter{emit: func(l string) { p.log.Info(l, "from", "stderr") }},
 	})
 	rpc, err := client.Client()
 	if err != nil {
@@ -174,9 +177,9 @@ func (p *Plugin) watch(ctx context.Context, client *plugin.Client) string {
 	}
 }
 
-func (p *Plugin) setConn(c *pluginv1.Conn) {
+func (p *Plugin) setConn(c *pluginv1.Conn, pid int) {
 	p.mu.Lock()
-	p.conn = c
+	p.conn, p.pid = c, pid
 	p.mu.Unlock()
 	if c != nil {
 		p.once.Do(func() { close(p.ready) })
@@ -198,6 +201,13 @@ func (p *Plugin) connFor(ctx context.Context) (*pluginv1.Conn, error) {
 		return nil, errors.New("plugin is down")
 	}
 	return p.conn, nil
+}
+
+// PID returns the process id of the running plugin, 0 while it is down.
+func (p *Plugin) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pid
 }
 
 func (p *Plugin) poke() {
