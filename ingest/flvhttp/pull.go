@@ -70,6 +70,12 @@ func (c *PullConfig) Validate() error {
 	return nil
 }
 
+// logURL is the URL without credentials or query string, where tokens
+// usually travel: logs are read by more people than the configuration.
+func logURL(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
 // goodSession is how long a session must last for the backoff to start
 // again from retry_min.
 const goodSession = time.Minute
@@ -102,7 +108,7 @@ func newPull(c *PullConfig, env pipeline.Env) (*Pull, error) {
 	return &Pull{
 		cfg:        *c,
 		env:        env,
-		log:        env.Log.With("stream", c.Stream, "url", c.url.Redacted(), "proto", "http-flv-pull"),
+		log:        env.Log.With("stream", c.Stream, "url", logURL(c.url), "proto", "http-flv-pull"),
 		client:     &http.Client{Transport: tr},
 		connects:   m.Counter("sluice_flvpull_connects_total", "HTTP-FLV pull sessions started, by stream.", "stream").With(c.Stream),
 		reconnects: m.Counter("sluice_flvpull_reconnects_total", "HTTP-FLV pull attempts after a drop or a failure, by stream.", "stream").With(c.Stream),
@@ -170,7 +176,7 @@ func (p *Pull) session(ctx context.Context) (string, error) {
 
 	info := pipeline.ClientInfo{Proto: "http-flv-pull", Remote: p.cfg.url.Host, Query: p.cfg.url.RawQuery}
 	areq := pipeline.AuthRequest{Action: pipeline.ActionPublish, Proto: "http-flv-pull", Remote: p.cfg.url.Host,
-		Path: p.cfg.Stream, Query: p.cfg.url.RawQuery, Node: p.env.Node, URL: p.cfg.url.Redacted()}
+		Path: p.cfg.Stream, Query: p.cfg.url.RawQuery, Node: p.env.Node, URL: p.cfg.url.String()}
 	if opts, ok := p.env.Hub.Resolve(p.cfg.Stream); ok {
 		areq.Pipeline = opts.Pipeline
 	}
