@@ -25,8 +25,8 @@ type recorder struct {
 }
 
 func (r *recorder) Write(au *pipeline.AccessUnit) error { r.units = append(r.units, au); return nil }
-func (r *recorder) SetMetadata(m *pipeline.Metadata)      { r.meta = append(r.meta, m) }
-func (r *recorder) Expect(video, audio bool)              { r.video, r.audio = video, audio }
+func (r *recorder) SetMetadata(m *pipeline.Metadata)    { r.meta = append(r.meta, m) }
+func (r *recorder) Expect(video, audio bool)            { r.video, r.audio = video, audio }
 
 // demux runs an FLV byte stream through the ingest path.
 func demux(b []byte, maxTag int) (*recorder, error) {
