@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Load Sluice and nginx-rtmp side by side on this machine and print a
+# markdown table: server CPU per player-second and its ratio to
+# nginx-rtmp's RTMP at the same N, time to first frame, server-added delay,
+# stalls, delivered Mbit/s, memory, and the machine's load average (other
+# work on the machine skews every figure; the load column says how much).
+#
+#   scripts/bench-vs-nginx.sh            # N = 1 100 300 600, ~16 s a cell, 20 cells (~6 min)
+#   QUICK=1 scripts/bench-vs-nginx.sh    # shorter windows (~3 min)
+#   SCALE=1 scripts/bench-vs-nginx.sh    # find the most players without a stall (600 kbit/s)
+#
+# Settings (environment): NS="1 100 300 600", DURATION=8s, RAMP=3s,
+# WARMUP=2s, LEAD=2500ms, STEP=200, STEP_TIME=8s, MAX_PLAYERS=3000,
+# MAX_TIME=3m, NGINX_MODULE=/path/ngx_rtmp_module.so, KEEP=1 (keep the
+# temporary directory: configs, logs, results.jsonl).
+#
+# Needs go, ffmpeg (libx264, aac), and nginx with the RTMP module (Debian:
+# apt-get install nginx libnginx-mod-rtmp); without nginx only Sluice runs.
+# Every process the script starts is stopped when it exits.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NS=${NS:-"1 100 300 600"}
+DURATION=${DURATION:-8s}
+RAMP=${RAMP:-3s}
+WARMUP=${WARMUP:-2s}
+LEAD=${LEAD:-2500ms} # more than one GOP, so a GOP cache holds a keyframe
+if [ "${QUICK:-0}" = 1 ]; then
+	DURATION=${QUICK_DURATION:-4s}
+	RAMP=${QUICK_RAMP:-1s}
+	WARMUP=${QUICK_WARMUP:-1s}
+fi
+SCALE=${SCALE:-0}
+STEP=${STEP:-200}
+STEP_TIME=${STEP_TIME:-8s}
+MAX_PLAYERS=${MAX_PLAYERS:-3000}
+MAX_TIME=${MAX_TIME:-3m}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluicebench.XXXXXX")
+PIDS=()
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	if [ "${KEEP:-0}" = 1 ]; then
+		echo "kept $TMP" >&2
+	else
+		rm -rf "$TMP"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "bench: $*" >&2; }
+
+need() {
+	command -v "$1" >/dev/null 2>&1 || {
+		log "$1 not found in PATH"
+		exit 1
+	}
+}
+need go
+need ffmpeg
+
+# More players than the default descriptor limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# free_port prints a loopback port nothing listens on.
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 30000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	log "no free port"
+	return 1
+}
+
+# wait_port waits until something listens on port $1.
+wait_port() {
+	for _ in $(seq 100); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "nothing listens on port $1"
+	return 1
+}
+
+# stop_server stops the server started last.
+stop_server() {
+	kill "$SERVER_PID" 2>/dev/null || true
+	wait "$SERVER_PID" 2>/dev/null || true
+}
+
+log "building into $TMP"
+(cd "$ROOT" && go build -o "$TMP/sluice" ./cmd/sluice && go build -o "$TMP/sluicebench" ./cmd/sluicebench)
+BENCH=$TMP/sluicebench
+
+# The fixtures (commands also in testdata/bench/README.md): noise keeps the
+# encoder at its bitrate instead of far below it on a synthetic picture.
+if [ "$SCALE" = 1 ]; then
+	INPUT=$TMP/360p30-600k.flv
+	log "encoding the 360p30 600 kbit/s fixture"
+	ffmpeg -hide_banner -loglevel error -nostdin -y \
+		-f lavfi -i "testsrc2=size=640x360:rate=30" -f lavfi -i "sine=frequency=1000:sample_rate=48000" \
+		-t 10 -vf "noise=alls=12:allf=t" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+		-b:v 536k -maxrate 536k -bufsize 536k -g 60 -keyint_min 60 -sc_threshold 0 \
+		-c:a aac -b:a 64k -ac 2 -f flv "$INPUT"
+else
+	INPUT=$TMP/720p30-2m.flv
+	log "encoding the 720p30 2 Mbit/s fixture"
+	ffmpeg -hide_banner -loglevel error -nostdin -y \
+		-f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=1000:sample_rate=48000" \
+		-t 10 -vf "noise=alls=12:allf=t" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
+		-b:v 1872k -maxrate 1872k -bufsize 1872k -g 60 -keyint_min 60 -sc_threshold 0 \
+		-c:a aac -b:a 128k -ac 2 -f flv "$INPUT"
+fi
+
+NGINX=""
+if command -v nginx >/dev/null 2>&1; then
+	NGINX=$(command -v nginx)
+fi
+if [ -z "${NGINX_MODULE:-}" ]; then
+	for m in /usr/lib/nginx/modules/ngx_rtmp_module.so /usr/share/nginx/modules/ngx_rtmp_module.so \
+		/usr/lib64/nginx/modules/ngx_rtmp_module.so /usr/local/nginx/modules/ngx_rtmp_module.so; do
+		if [ -f "$m" ]; then
+			NGINX_MODULE=$m
+			break
+		fi
+	done
+fi
+if [ -z "$NGINX" ] || [ -z "${NGINX_MODULE:-}" ]; then
+	log "nginx or its RTMP module not found: only Sluice runs (apt-get install nginx libnginx-mod-rtmp)"
+	NGINX=""
+fi
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+RESULTS=$TMP/results.jsonl
+: >"$RESULTS"
+
+# start_sluice MODE starts Sluice with write_mode MODE on fresh ports.
+start_sluice() {
+	local mode=$1 merge=""
+	RTMP_PORT=$(free_port)
+	HTTP_PORT=$(free_port)
+	if [ "$mode" = throughput ]; then
+		merge='merge_window = "100ms"'
+	fi
+	cat >"$TMP/sluice-$mode.hcl" <<EOF
+server {
+  http = "127.0.0.1:$HTTP_PORT"
+  api  = ""
+}
+ingest "rtmp" {
+  listen = "127.0.0.1:$RTMP_PORT"
+}
+pipeline "live" {
+  match      = "live/*"
+  gop_cache  = 1
+  write_mode = "$mode"
+  $merge
+  output "http_flv" {}
+}
+EOF
+	"$TMP/sluice" run "$TMP/sluice-$mode.hcl" >"$TMP/sluice-$mode.log" 2>&1 &
+	SERVER_PID=$!
+	PIDS+=("$SERVER_PID")
+	wait_port "$RTMP_PORT"
+	wait_port "$HTTP_PORT"
+}
+
+# start_nginx starts nginx-rtmp on a fresh port.
+start_nginx() {
+	RTMP_PORT=$(free_port)
+	mkdir -p "$TMP/nginx"
+	sed -e "s#@MODULE@#$NGINX_MODULE#" -e "s#@DIR@#$TMP/nginx#" -e "s#@PORT@#$RTMP_PORT#" \
+		"$ROOT/scripts/nginx-rtmp.conf.tmpl" >"$TMP/nginx/nginx.conf"
+	"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/nginx/stdout.log" 2>&1 &
+	SERVER_PID=$!
+	PIDS+=("$SERVER_PID")
+	wait_port "$RTMP_PORT"
+}
+
+# cell SERVER MODE PROTO N: one load run against the server started last.
+cell() {
+	local server=$1 mode=$2 proto=$3 n=$4 name play
+	name=$server-$mode-$proto-$n
+	play=rtmp://127.0.0.1:$RTMP_PORT/live/$name
+	if [ "$proto" = http-flv ]; then
+		play=http://127.0.0.1:$HTTP_PORT/live/$name.flv
+	fi
+	log "$server $mode $proto N=$n"
+	if ! "$BENCH" -json -input "$INPUT" -publish "rtmp://127.0.0.1:$RTMP_PORT/live/$name" -play "$play" \
+		-n "$n" -ramp "$RAMP" -warmup "$WARMUP" -duration "$DURATION" -lead "$LEAD" -pid "$SERVER_PID" \
+		-tag "server=$server" -tag "mode=$mode" >>"$RESULTS" 2>>"$TMP/sluicebench.log"; then
+		log "run failed: $(tail -n 1 "$TMP/sluicebench.log")"
+	fi
+}
+
+# scale SERVER MODE PROTO: the find-max run against the server started last.
+scale() {
+	local server=$1 mode=$2 proto=$3 name play
+	name=$server-$mode-$proto-scale
+	play=rtmp://127.0.0.1:$RTMP_PORT/live/$name
+	if [ "$proto" = http-flv ]; then
+		play=http://127.0.0.1:$HTTP_PORT/live/$name.flv
+	fi
+	log "$server $mode $proto: adding $STEP players every $STEP_TIME until a stall (at most $MAX_PLAYERS, $MAX_TIME)"
+	if ! "$BENCH" -json -find-max -input "$INPUT" -publish "rtmp://127.0.0.1:$RTMP_PORT/live/$name" -play "$play" \
+		-step "$STEP" -step-time "$STEP_TIME" -max-players "$MAX_PLAYERS" -max-time "$MAX_TIME" -lead "$LEAD" \
+		-pid "$SERVER_PID" -tag "server=$server" -tag "mode=$mode" >>"$RESULTS"; then
+		log "run failed"
+	fi
+}
+
+if [ "$SCALE" = 1 ]; then
+	start_sluice throughput
+	scale sluice throughput rtmp
+	scale sluice throughput http-flv
+	stop_server
+	if [ -n "$NGINX" ]; then
+		start_nginx
+		scale nginx-rtmp - rtmp
+		stop_server
+	fi
+else
+	if [ -n "$NGINX" ]; then
+		start_nginx
+		for n in $NS; do cell nginx-rtmp - rtmp "$n"; done
+		stop_server
+	fi
+	for mode in throughput latency; do
+		start_sluice "$mode"
+		for n in $NS; do
+			cell sluice "$mode" rtmp "$n"
+			cell sluice "$mode" http-flv "$n"
+		done
+		stop_server
+	done
+fi
+
+echo
+echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), $(go version | cut -d' ' -f3)${NGINX:+, $("$NGINX" -v 2>&1 | cut -d' ' -f3)}; input $(basename "$INPUT"); window $DURATION after a $RAMP ramp and $WARMUP warm-up"
+echo
+"$BENCH" report "$RESULTS"
