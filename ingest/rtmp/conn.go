@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 
 	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/pipeline/media/flvdemux"
 	"github.com/sluice-media/sluice/pipeline/wire"
 )
 
@@ -214,7 +215,7 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, path strin
 	start := time.Now()
 	c.log.Info("publish started")
 
-	d := demuxer{pub: pub, log: c.log}
+	d := demuxer{flvdemux.Demuxer{Sink: pub, Log: c.log}}
 	for {
 		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.idle))
 		msg, err := sc.Read()
@@ -225,7 +226,7 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, path strin
 			cause := causeOf(ctx, err)
 			c.s.m.closed.With(cause).Inc()
 			c.s.m.bytesIn.Add(sc.BytesReceived())
-			attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", sc.BytesReceived(), "units", d.units}
+			attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", sc.BytesReceived(), "units", d.Units()}
 			if cause == "protocol_error" || cause == "timeout" {
 				c.log.Warn("publish ended", append(attrs, "err", err)...)
 			} else {
