@@ -1,0 +1,211 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/ingest/rtmp"
+	"github.com/sluice-media/sluice/outputs/httpflv"
+	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/pipeline/config"
+	"github.com/sluice-media/sluice/pipeline/sluicetest"
+)
+
+// startServer runs src as cmd/sluice does: plugins first, then the graph
+// with their authorizers and the host as a stage.
+func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *syncBuffer) {
+	t.Helper()
+	kinds := pipeline.NewKinds()
+	rtmp.Register(kinds)
+	httpflv.Register(kinds)
+	f, diags := config.Parse("test.hcl", []byte(src), config.Options{Kinds: kinds})
+	if diags.HasErrors() {
+		t.Fatalf("config: %v", diags)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := pipeline.NewMetrics()
+	h, diags := New(f, log, m)
+	if diags.HasErrors() {
+		t.Fatalf("plugins: %v", diags)
+	}
+	opts := h.BuildOptions(f)
+	opts.Metrics = m
+	g, diags := pipeline.BuildWith(f, kinds, log, opts)
+	if diags.HasErrors() {
+		t.Fatalf("build: %v", diags)
+	}
+	if err := g.Bind(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("server stopped with: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("server did not stop within 15s")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	return g, h, logs
+}
+
+// exitsWithError waits for a refused ffmpeg or ffprobe to give up.
+func exitsWithError(t *testing.T, cmd *exec.Cmd, what string) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("%s: exited with %v, want a non-zero exit", what, err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s: still running after 20s, want it refused", what)
+	}
+}
+
+func probeFails(t *testing.T, url string) {
+	t.Helper()
+	ffprobe := sluicetest.Tool(t, "ffprobe")
+	cmd := exec.Command(ffprobe, "-v", "error", "-rw_timeout", "10000000", "-show_streams", url)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exitsWithError(t, cmd, "ffprobe "+url)
+}
+
+func httpStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestTokenAuthEndToEnd(t *testing.T) {
+	sluicetest.Tool(t, "ffmpeg")
+	sluicetest.Tool(t, "ffprobe")
+	bin := buildPlugin(t, "plugins/examples/token-auth")
+	const secret = "e2e-secret-0123456789abcdef"
+	g, h, _ := startServer(t, fmt.Sprintf(`
+server {
+  http = "127.0.0.1:0"
+  api  = ""
+}
+ingest "rtmp" {
+  listen = "127.0.0.1:0"
+}
+plugin "tokens" {
+  command = %q
+  env     = { TOKEN_AUTH_SECRET = %q }
+  timeout = "2s"
+}
+pipeline "live" {
+  match = "live/*"
+  auth  = plugin.tokens
+  output "http_flv" {}
+}
+`, bin, secret))
+	rtmpAddr := g.Addr("ingest.rtmp").String()
+	httpAddr := g.Addr("server.http").String()
+	fixture := sluicetest.Fixture("av.mp4")
+
+	pubTok := mint(t, bin, secret, "live/cam1", "1h", "-action", "publish")
+	playTok := mint(t, bin, secret, "live/cam1", "1h", "-action", "play")
+	expired := mint(t, bin, secret, "live/cam1", "-1m")
+	otherStream := mint(t, bin, secret, "live/cam2", "1h")
+
+	t.Run("publish refused", func(t *testing.T) {
+		for name, q := range map[string]string{
+			"wrong key": "?token=not-a-token", "no token": "", "expired": "?token=" + expired,
+			"other stream": "?token=" + otherStream, "play-only token": "?token=" + playTok,
+		} {
+			cmd := sluicetest.Publish(t, fixture, "flv", "rtmp://"+rtmpAddr+"/live/cam1"+q)
+			exitsWithError(t, cmd, "publish with "+name)
+		}
+		if s := g.Hub.Stream("live/cam1"); s != nil && s.Info().State == "live" {
+			t.Fatalf("a refused publisher made the stream live")
+		}
+	})
+
+	pub := sluicetest.PublishLoop(t, fixture, "flv", "rtmp://"+rtmpAddr+"/live/cam1?token="+pubTok)
+	sluicetest.Eventually(t, 10*time.Second, func() bool {
+		s := g.Hub.Stream("live/cam1")
+		return s != nil && s.Info().State == "live" && len(s.Info().Tracks) == 2
+	}, "publish with a valid token never went live")
+
+	rtmpURL := "rtmp://" + rtmpAddr + "/live/cam1"
+	flvURL := "http://" + httpAddr + "/live/cam1.flv"
+	t.Run("play RTMP", func(t *testing.T) {
+		probeFails(t, rtmpURL+"?token=bogus")
+		probeFails(t, rtmpURL+"?token="+expired)
+		probeFails(t, rtmpURL)
+		p := sluicetest.RunProbe(t, rtmpURL+"?token="+playTok, 30*time.Second, "-read_intervals", "%+1", "-show_packets")
+		if got := p.Codecs(); got != "h264+aac" {
+			t.Fatalf("codecs = %q, want h264+aac", got)
+		}
+	})
+	t.Run("play HTTP-FLV", func(t *testing.T) {
+		for _, q := range []string{"", "?token=bogus", "?token=" + expired, "?token=" + pubTok} {
+			if code := httpStatus(t, flvURL+q); code != http.StatusForbidden {
+				t.Errorf("GET .flv%s = %d, want 403", q, code)
+			}
+		}
+		p := sluicetest.RunProbe(t, flvURL+"?token="+playTok, 30*time.Second, "-read_intervals", "%+1", "-show_packets")
+		if got := p.Codecs(); got != "h264+aac" {
+			t.Fatalf("codecs = %q, want h264+aac", got)
+		}
+	})
+
+	t.Run("plugin killed mid-run", func(t *testing.T) {
+		// A player that was admitted before the crash.
+		resp, err := http.Get(flvURL + "?token=" + playTok)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("player before the kill: %v %v", resp, err)
+		}
+		defer resp.Body.Close()
+		if _, err := io.ReadFull(resp.Body, make([]byte, 4096)); err != nil {
+			t.Fatalf("player before the kill: %v", err)
+		}
+		p := h.Plugin("tokens")
+		pid := p.PID()
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if code := httpStatus(t, flvURL+"?token="+playTok); code != http.StatusForbidden {
+			t.Errorf("play while the plugin is down = %d, want 403 (fail closed)", code)
+		}
+		sluicetest.Eventually(t, 15*time.Second, func() bool {
+			return p.PID() != 0 && p.PID() != pid && httpStatus(t, flvURL+"?token="+playTok) == http.StatusOK
+		}, "plugin not restarted, or valid play still refused")
+		// The stream and its players went on throughout.
+		if pub.ProcessState != nil {
+			t.Fatalf("publisher exited: %v", pub.ProcessState)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+			t.Fatalf("player admitted before the kill stopped receiving: %v", err)
+		}
+	})
+}
