@@ -24,9 +24,17 @@ func TestPushThenPlay(t *testing.T) {
   wait_publisher  = "20s"
   publisher_grace = "0s"
 `)
-	for _, method := range []string{"POST", "PUT"} {
-		t.Run(method, func(t *testing.T) {
-			name := "live/push" + strings.ToLower(method)
+	for _, tc := range []struct {
+		name, method, codecs string
+		extra                []string
+	}{
+		{"POST", "POST", "h264+aac", nil},
+		{"PUT", "PUT", "h264+aac", nil},
+		{"POST with MP3 audio", "POST", "h264+mp3", []string{"-c:a", "libmp3lame", "-ar", "44100"}},
+	} {
+		method := tc.method
+		t.Run(tc.name, func(t *testing.T) {
+			name := "live/push" + strconv.Itoa(len(tc.extra)) + strings.ToLower(method)
 			var wg sync.WaitGroup
 			probes := map[string]*sluicetest.Probe{}
 			var mu sync.Mutex
@@ -47,14 +55,14 @@ func TestPushThenPlay(t *testing.T) {
 				return s != nil && s.Info().Readers == 2
 			}, "the players never arrived")
 			pub := sluicetest.Publish(t, sluicetest.Fixture("av.mp4"), "flv",
-				"http://"+srv.http+"/"+name+".flv", "-method", method)
+				"http://"+srv.http+"/"+name+".flv", append([]string{"-method", method}, tc.extra...)...)
 			if err := pub.Wait(); err != nil {
 				t.Fatalf("ffmpeg push failed: %v", err)
 			}
 			wg.Wait()
 			for proto, p := range probes {
-				if got := p.Codecs(); got != "h264+aac" {
-					t.Errorf("%s: codecs %q, want h264+aac", proto, got)
+				if got := p.Codecs(); got != tc.codecs {
+					t.Errorf("%s: codecs %q, want %s", proto, got, tc.codecs)
 				}
 				// The fixture is 4 s: 120 pictures at 30 fps.
 				first, last, n := -1.0, 0.0, 0
@@ -79,8 +87,8 @@ func TestPushThenPlay(t *testing.T) {
 			}
 		})
 	}
-	if n := counter(srv, `sluice_flvhttp_closed_total{cause="ended"}`); n != 2 {
-		t.Errorf("clean ends counted %d, want 2", n)
+	if n := counter(srv, `sluice_flvhttp_closed_total{cause="ended"}`); n != 3 {
+		t.Errorf("clean ends counted %d, want 3", n)
 	}
 }
 
