@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,6 +115,7 @@ func TestFFmpegOverUDPPlaysOverRTMPAndHTTPFLV(t *testing.T) {
 		}
 		// The fixture is 4.0 s long; the last picture starts 1/30 s
 		// before its end.
+		t.Logf("%s: %s, %d packets spanning %.3f s", urls[i], p.Codecs(), len(p.Packets), hi-lo)
 		if d := hi - lo; math.Abs(d-4.0) > 0.4 {
 			t.Errorf("%s: media spans %.3f s of the 4 s sent (%d packets)", urls[i], d, len(p.Packets))
 		}
@@ -657,5 +659,72 @@ ingest "mpegts_udp" "second" {
 		if len(videoFrames(got)) == 0 {
 			t.Fatalf("%s: no video", tc.path)
 		}
+	}
+}
+
+// TestMulticastGroup joins a group on the first multicast-capable interface
+// and receives what is sent to it (looped back by the kernel).
+func TestMulticastGroup(t *testing.T) {
+	var ifname string
+	ifs, _ := net.Interfaces()
+	for _, ifi := range ifs {
+		addrs, _ := ifi.Addrs()
+		if ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagMulticast != 0 && ifi.Flags&net.FlagLoopback == 0 && len(addrs) > 0 {
+			ifname = ifi.Name
+			break
+		}
+	}
+	if ifname == "" {
+		t.Skip("no multicast-capable network interface here")
+	}
+	srv2 := sluicetest.Start(t, kinds(), `
+server {
+  http = ""
+  api  = ""
+}
+ingest "mpegts_udp" "group" {
+  listen    = "239.255.42.1:0"
+  interface = "`+ifname+`"
+  stream    = "live/group"
+  timeout   = "300ms"
+}
+pipeline "live" {
+  match          = "live/*"
+  wait_publisher = "10s"
+  gop_cache      = 10
+}
+`)
+	ga := srv2.Addr("ingest.mpegts_udp.group")
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSynth(t, 0, 10, 256, 257, sps352)
+	for i := range 12 {
+		s.frame(t, i)
+	}
+	var got []unit
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		got = readUnits(t, srv2.Graph.Hub, "live/group", 10*time.Second, sawFrame(11))
+	}()
+	// Send from the interface the group was joined on.
+	addrs, _ := ifi.Addrs()
+	var local net.IP
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+			local = ipn.IP
+		}
+	}
+	c, err := net.DialUDP("udp4", &net.UDPAddr{IP: local}, net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ga)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sendVia(t, c, s.order)
+	<-done
+	if got := videoFrames(got); !slices.Equal(got, seq(0, 11)) {
+		t.Fatalf("video frames %v, want 0..11", got)
 	}
 }

@@ -154,8 +154,15 @@ func (s *Server) Bind() error {
 	return nil
 }
 
-// Addr returns the bound address.
-func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
+// Addr returns the bound address; for a multicast listener, the group with
+// the bound port (the socket itself is bound to the wildcard address).
+func (s *Server) Addr() net.Addr {
+	a := s.conn.LocalAddr().(*net.UDPAddr)
+	if g := s.cfg.addr; g.IP.IsMulticast() {
+		return &net.UDPAddr{IP: g.IP, Port: a.Port}
+	}
+	return a
+}
 
 // Run reads datagrams until ctx ends. The first sender becomes the stream's
 // source; while it keeps sending, others are refused. A source silent for
@@ -173,7 +180,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
 	defer stop()
-	s.log.Info("listening", "addr", s.conn.LocalAddr().String())
+	s.log.Info("listening", "addr", s.Addr().String())
 
 	// Datagrams carry up to 7 packets on Ethernet, more with jumbo frames
 	// or on loopback; reading into a full-size buffer never truncates one.
@@ -240,21 +247,30 @@ func tsPayload(b []byte) ([]byte, bool) {
 	if len(b) > 0 && len(b)%packetSize == 0 && b[0] == syncByte {
 		return b, true
 	}
-	// RFC 3550 §5.1: version 2, then CSRCs and an optional extension.
+	// RFC 3550 §5.1: version 2, then CSRCs, an optional extension and
+	// optional padding.
 	if len(b) < 12 || b[0]>>6 != 2 {
 		return nil, false
 	}
 	h := 12 + 4*int(b[0]&0x0F)
-	if b[0]&0x10 != 0 && len(b) >= h+4 {
+	if b[0]&0x10 != 0 {
+		if len(b) < h+4 {
+			return nil, false
+		}
 		h += 4 + 4*(int(b[h+2])<<8|int(b[h+3]))
 	}
-	if b[0]&0x20 != 0 && len(b) > h {
-		b = b[:len(b)-int(b[len(b)-1])] // padding
+	end := len(b)
+	if b[0]&0x20 != 0 {
+		pad := int(b[end-1])
+		if pad == 0 || pad > end-h {
+			return nil, false
+		}
+		end -= pad
 	}
-	if h >= len(b) || (len(b)-h)%packetSize != 0 || b[h] != syncByte {
+	if h >= end || (end-h)%packetSize != 0 || b[h] != syncByte {
 		return nil, false
 	}
-	return b[h:], true
+	return b[h:end], true
 }
 
 // warn logs a per-sender problem at most once a minute per sender and kind.
