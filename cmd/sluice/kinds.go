@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/sluice-media/sluice/ingest/flvhttp"
+	"github.com/sluice-media/sluice/ingest/mpegtsudp"
 	"github.com/sluice-media/sluice/ingest/rtmp"
 	"github.com/sluice-media/sluice/outputs/hls"
 	"github.com/sluice-media/sluice/outputs/httpflv"
@@ -13,6 +14,7 @@ func builtinKinds() *pipeline.Kinds {
 	k := pipeline.NewKinds()
 	rtmp.Register(k)
 	flvhttp.Register(k)
+	mpegtsudp.Register(k)
 	httpflv.Register(k)
 	hls.Register(k)
 	return k
