@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/ingest/rtmp"
+	"github.com/sluice-media/sluice/outputs/hls"
 	"github.com/sluice-media/sluice/outputs/httpflv"
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/config"
@@ -26,6 +27,7 @@ func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *syncBuffer)
 	kinds := pipeline.NewKinds()
 	rtmp.Register(kinds)
 	httpflv.Register(kinds)
+	hls.Register(kinds)
 	f, diags := config.Parse("test.hcl", []byte(src), config.Options{Kinds: kinds})
 	if diags.HasErrors() {
 		t.Fatalf("config: %v", diags)
@@ -126,6 +128,7 @@ pipeline "live" {
   match = "live/*"
   auth  = plugin.tokens
   output "http_flv" {}
+  output "hls" { variant = "mpegts" }
 }
 `, bin, secret))
 	rtmpAddr := g.Addr("ingest.rtmp").String()
@@ -177,6 +180,21 @@ pipeline "live" {
 		if got := p.Codecs(); got != "h264+aac" {
 			t.Fatalf("codecs = %q, want h264+aac", got)
 		}
+	})
+
+	t.Run("play HLS", func(t *testing.T) {
+		hlsURL := "http://" + httpAddr + "/live/cam1/index.m3u8"
+		for _, q := range []string{"", "?token=bogus", "?token=" + expired} {
+			if code := httpStatus(t, hlsURL+q); code != http.StatusForbidden {
+				t.Errorf("GET index.m3u8%s = %d, want 403", q, code)
+			}
+		}
+		// The playlist may need a segment first; segments and media
+		// playlists carry the signature the admitted request earned.
+		sluicetest.Eventually(t, 20*time.Second, func() bool {
+			return httpStatus(t, hlsURL+"?token="+playTok) == http.StatusOK
+		}, "HLS playlist with a valid token never served")
+		sluicetest.Decode(t, hlsURL+"?token="+playTok, 40*time.Second, "-t", "2")
 	})
 
 	t.Run("plugin killed mid-run", func(t *testing.T) {
