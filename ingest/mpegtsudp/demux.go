@@ -79,6 +79,8 @@ type demuxer struct {
 	ccVideo  bool
 	videoPID uint16
 	hasVideo bool
+
+	warned map[string]time.Time
 }
 
 type videoState struct {
@@ -99,13 +101,31 @@ func newDemuxer(src packetSource, out sink, log *slog.Logger, m *demuxCounters) 
 	return d
 }
 
-func (d *demuxer) badPacket(reason string) { d.m.badPackets[reason].Inc() }
+func (d *demuxer) badPacket(reason string) {
+	d.m.badPackets[reason].Inc()
+	d.warn(reason, "MPEG-TS packet skipped", "reason", reason)
+}
 
 func (d *demuxer) ccError(pid uint16) {
 	d.m.ccErrors.Inc()
 	if d.hasVideo && pid == d.videoPID {
 		d.ccVideo = true
 	}
+	d.warn("cc", "MPEG-TS continuity error: packets lost or reordered", "pid", pid)
+}
+
+// warn logs damaged input at most once a minute per kind of damage; the
+// counters carry the totals.
+func (d *demuxer) warn(kind, msg string, args ...any) {
+	now := time.Now()
+	if t, ok := d.warned[kind]; ok && now.Sub(t) < time.Minute {
+		return
+	}
+	if d.warned == nil {
+		d.warned = map[string]time.Time{}
+	}
+	d.warned[kind] = now
+	d.log.Warn(msg+" (logged once a minute; see sluice_mpegts_* counters)", args...)
 }
 
 // run demuxes until the source ends or the sink fails, and returns that

@@ -144,3 +144,14 @@ func FuzzDemux(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkDemux measures the byte-stream path (packet checks, mediacommon's
+// reader, AVCC conversion, clock) on the H.264 + MP3 recording.
+func BenchmarkDemux(b *testing.B) {
+	ts := fixture(b, "h264_mp3.ts", 1<<20)
+	b.SetBytes(int64(len(ts)))
+	b.ReportAllocs()
+	for b.Loop() {
+		demuxBytes(b, ts)
+	}
+}

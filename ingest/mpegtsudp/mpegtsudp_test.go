@@ -627,6 +627,7 @@ func TestConfigErrors(t *testing.T) {
 		{`stream = "nopath"`, "app/name"},
 		{`timeout = "soon"`, "positive duration"},
 		{`read_buffer = -1`, "size in bytes"},
+		{`stream = "other/x"`, "matches no pipeline"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			src := "ingest \"mpegts_udp\" {\n  " + tc.body + "\n}\npipeline \"live\" { match = \"live/*\" }\n"

@@ -90,6 +90,9 @@ func (c *Config) Validate() error {
 // Register adds the "mpegts_udp" and "mpegts_http" ingest kinds.
 func Register(k *pipeline.Kinds) {
 	pipeline.Add(k, "ingest", "mpegts_udp", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
+		if _, ok := env.Hub.Resolve(c.Stream); !ok {
+			return nil, fmt.Errorf("stream %q matches no pipeline; add a pipeline whose match covers it", c.Stream)
+		}
 		return New(c, env), nil
 	})
 	registerHTTP(k)
