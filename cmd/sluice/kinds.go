@@ -6,6 +6,7 @@ import (
 	"github.com/sluice-media/sluice/ingest/rtmp"
 	"github.com/sluice-media/sluice/outputs/hls"
 	"github.com/sluice-media/sluice/outputs/httpflv"
+	"github.com/sluice-media/sluice/outputs/record"
 	"github.com/sluice-media/sluice/pipeline"
 )
 
@@ -16,6 +17,7 @@ func builtinKinds() *pipeline.Kinds {
 	flvhttp.Register(k)
 	mpegtsudp.Register(k)
 	httpflv.Register(k)
+	record.Register(k)
 	hls.Register(k)
 	return k
 }
