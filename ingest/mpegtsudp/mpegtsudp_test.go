@@ -729,3 +729,51 @@ pipeline "live" {
 		t.Fatalf("video frames %v, want 0..11", got)
 	}
 }
+
+// TestSourceRestartSplicesTimeline: an encoder restarts without a pause,
+// its timestamps starting over; the stream's timeline carries on.
+func TestSourceRestartSplicesTimeline(t *testing.T) {
+	srv := start(t, `timeout = "300ms"`, `gop_cache = 10`)
+	ua := srv.Addr("ingest.mpegts_udp.cam")
+	a := newSynth(t, 30*90000, 10, 256, 257, sps352)
+	for i := range 20 {
+		a.frame(t, i)
+	}
+	b := newSynth(t, 126000, 10, 256, 257, sps352) // 1.4 s, as ffmpeg starts
+	for i := 20; i < 40; i++ {
+		b.frame(t, i)
+	}
+	var got []unit
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		got = readUnits(t, srv.Graph.Hub, "live/udp", 10*time.Second, sawFrame(39))
+	}()
+	sendPackets(t, ua, append(a.order, b.order...))
+	<-done
+	// Picture 19 is complete but still held by the demuxer when the
+	// restarted encoder's counters break continuity, which discards it.
+	want := append(seq(0, 18), seq(20, 39)...)
+	if got := videoFrames(got); !slices.Equal(got, want) {
+		t.Fatalf("video frames %v, want %v", got, want)
+	}
+	checkMonotonic(t, got, 200*time.Millisecond)
+	if n := counter(srv, "sluice_mpegts_timeline_resets_total", "live/udp"); n != 1 {
+		t.Fatalf("timeline resets = %d, want 1", n)
+	}
+}
+
+// TestFFmpegHTTPPush pushes with ffmpeg's HTTP POST and plays it back over
+// HTTP-FLV.
+func TestFFmpegHTTPPush(t *testing.T) {
+	srv := start(t, "", `gop_cache = 1`)
+	ha := srv.Addr("server.http")
+	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "mpegts", "http://"+ha+"/live/push.ts", "-method", "POST")
+	p := sluicetest.RunProbe(t, "http://"+ha+"/live/push.flv", 30*time.Second, "-read_intervals", "%+2", "-show_packets")
+	if got := p.Codecs(); got != "h264+aac" {
+		t.Fatalf("codecs %q, want h264+aac", got)
+	}
+	if len(p.Packets) < 60 {
+		t.Fatalf("only %d packets in 2 s", len(p.Packets))
+	}
+}

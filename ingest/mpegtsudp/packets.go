@@ -38,7 +38,10 @@ type tsEvents interface {
 	ccError(pid uint16)
 }
 
-// tsReader sits between a packetSource and mediacommon's mpegts.Reader. It
+// tsReader sits between a packetSource and mediacommon's mpegts.Reader.
+// That reader reports no continuity errors (astits, beneath it, silently
+// discards a PES whose packets skip a counter) and reads the PMT only once,
+// so both are checked here, on the packets, before the reader sees them. It
 // hands the demuxer one checked packet per Read, so that what it has seen is
 // exactly what the demuxer has parsed: a continuity error it reports is
 // known to precede every access unit the demuxer emits afterwards. It checks
