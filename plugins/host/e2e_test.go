@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,9 +41,11 @@ func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *syncBuffer)
 	if diags.HasErrors() {
 		t.Fatalf("plugins: %v", diags)
 	}
+	var g *pipeline.Graph
+	h.RegisterTranscode(kinds, func() net.Addr { return g.Addr("ingest.rtmp") })
 	opts := h.BuildOptions(f)
 	opts.Metrics = m
-	g, diags := pipeline.BuildWith(f, kinds, log, opts)
+	g, diags = pipeline.BuildWith(f, kinds, log, opts)
 	if diags.HasErrors() {
 		t.Fatalf("build: %v", diags)
 	}
@@ -226,4 +230,69 @@ pipeline "live" {
 			t.Fatalf("player admitted before the kill stopped receiving: %v", err)
 		}
 	})
+}
+
+// TestTranscodeABR runs the ffmpeg-abr example as the transcode plugin of a
+// pipeline: a published stream comes back as a scaled rendition, and the
+// plugin is told when the stream ends.
+func TestTranscodeABR(t *testing.T) {
+	sluicetest.Tool(t, "ffmpeg")
+	sluicetest.Tool(t, "ffprobe")
+	bin := buildPlugin(t, "plugins/examples/ffmpeg-abr")
+	g, h, logs := startServer(t, fmt.Sprintf(`
+server {
+  http = "127.0.0.1:0"
+  api  = ""
+}
+ingest "rtmp" {
+  listen = "127.0.0.1:0"
+}
+plugin "ffmpeg" {
+  command = %q
+  args    = ["-preset", "ultrafast"]
+}
+pipeline "live" {
+  match           = "live/*"
+  publisher_grace = "0s"
+  transcode "abr" {
+    plugin     = plugin.ffmpeg
+    renditions = ["144p"]
+  }
+}
+`, bin))
+	rtmpAddr := g.Addr("ingest.rtmp").String()
+	pub := sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+rtmpAddr+"/live/cam1")
+	sluicetest.Eventually(t, 30*time.Second, func() bool {
+		s := g.Hub.Stream("live/cam1_144p")
+		return s != nil && s.Info().State == "live" && len(s.Info().Tracks) == 2
+	}, "rendition live/cam1_144p never went live")
+	p := sluicetest.RunProbe(t, "rtmp://"+rtmpAddr+"/live/cam1_144p", 30*time.Second, "-read_intervals", "%+1")
+	var height int
+	for _, s := range p.Streams {
+		if s.CodecType == "video" {
+			height = s.Height
+		}
+	}
+	if p.Codecs() != "h264+aac" || height != 144 {
+		t.Fatalf("rendition: codecs %q, height %d; want h264+aac at 144 lines", p.Codecs(), height)
+	}
+	if s := g.Hub.Stream("live/cam1_144p_144p"); s != nil {
+		t.Fatalf("the rendition was transcoded again")
+	}
+	_ = pub.Process.Kill()
+	_ = pub.Wait()
+	c := h.Plugin("ffmpeg").m
+	sluicetest.Eventually(t, 20*time.Second, func() bool {
+		return c.transcodes("ffmpeg", "stream_ended", "ok").Value() == 1
+	}, "plugin not told that the stream ended")
+	sluicetest.Eventually(t, 20*time.Second, func() bool {
+		s := g.Hub.Stream("live/cam1_144p")
+		return s == nil || s.Info().State != "live"
+	}, "rendition still live after its source ended")
+	if n := c.transcodes("ffmpeg", "stream_started", "ok").Value(); n != 1 {
+		t.Errorf("stream_started calls = %d, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "encoding live/cam1 into 1 renditions") {
+		t.Errorf("plugin stderr not in the log")
+	}
 }

@@ -84,7 +84,7 @@ func (h *Host) Run(ctx context.Context) error {
 
 // counters are the host's metrics, labelled by plugin.
 type counters struct {
-	callVec, notifyVec, restartVec, startFailVec *pipeline.CounterVec
+	callVec, notifyVec, restartVec, startFailVec, transcodeVec *pipeline.CounterVec
 }
 
 func newCounters(m *pipeline.Metrics) *counters {
@@ -93,6 +93,7 @@ func newCounters(m *pipeline.Metrics) *counters {
 		notifyVec:    m.Counter("sluice_plugin_auth_notifies_total", "Auth notifications (unpublish, stop) by plugin and result.", "plugin", "result"),
 		restartVec:   m.Counter("sluice_plugin_restarts_total", "Plugin processes restarted after they died or failed a health check.", "plugin"),
 		startFailVec: m.Counter("sluice_plugin_start_failures_total", "Plugin processes that failed to start.", "plugin"),
+		transcodeVec: m.Counter("sluice_plugin_transcode_calls_total", "Transcode hook calls by plugin, hook (stream_started, stream_ended) and result.", "plugin", "hook", "result"),
 	}
 }
 
@@ -102,6 +103,9 @@ func (c *counters) calls(plugin, result string) *pipeline.Counter {
 
 func (c *counters) notifies(plugin, result string) *pipeline.Counter {
 	return c.notifyVec.With(plugin, result)
+}
+func (c *counters) transcodes(plugin, hook, result string) *pipeline.Counter {
+	return c.transcodeVec.With(plugin, hook, result)
 }
 func (c *counters) restarts(plugin string) *pipeline.Counter { return c.restartVec.With(plugin) }
 func (c *counters) startFailures(plugin string) *pipeline.Counter {
