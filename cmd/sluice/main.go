@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -109,6 +110,8 @@ func load(file string, vars varFlags, stderr io.Writer, log *slog.Logger) (*conf
 		metrics := pipeline.NewMetrics()
 		h, hd := host.New(f, log, metrics)
 		diags = append(diags, hd...)
+		var g *pipeline.Graph
+		h.RegisterTranscode(kinds, func() net.Addr { return g.Addr("ingest.rtmp") })
 		opts := h.BuildOptions(f)
 		opts.Metrics = metrics
 		g, bd := pipeline.BuildWith(f, kinds, log, opts)
