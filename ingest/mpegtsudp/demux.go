@@ -253,7 +253,7 @@ func (d *demuxer) onVideo(pts, dts int64, au [][]byte) error {
 	}
 	h265 := v.codec == pipeline.CodecH265
 	var vps, sps, pps []byte
-	key := false
+	key, vcl := false, false
 	size := 0
 	keep := au[:0:0]
 	for _, n := range au {
@@ -277,7 +277,9 @@ func (d *demuxer) onVideo(pts, dts int64, au [][]byte) error {
 			case typ == h265AUD:
 				continue
 			case typ >= 16 && typ <= 23: // IRAP: BLA, IDR, CRA (§7.4.2.2)
-				key = true
+				key, vcl = true, true
+			case typ < 32:
+				vcl = true
 			}
 		} else {
 			switch n[0] & 0x1F {
@@ -290,7 +292,9 @@ func (d *demuxer) onVideo(pts, dts int64, au [][]byte) error {
 			case h264AUD:
 				continue
 			case 5: // IDR slice
-				key = true
+				key, vcl = true, true
+			case 1, 2, 3, 4: // other slices
+				vcl = true
 			}
 		}
 		keep = append(keep, n)
@@ -299,8 +303,8 @@ func (d *demuxer) onVideo(pts, dts int64, au [][]byte) error {
 	if sps != nil || pps != nil || vps != nil {
 		d.updateParams(vps, sps, pps)
 	}
-	if len(keep) == 0 {
-		return nil
+	if !vcl {
+		return nil // parameter sets or SEI alone: no picture to decode
 	}
 	if v.track == nil {
 		d.m.dropped["no_params"].Inc()
