@@ -157,7 +157,7 @@ func Register(k *pipeline.Kinds) {
 		o := &Output{cfg: *c, env: env, log: env.Log, signer: NewSigner(secret, c.sign), muxers: map[string]*muxer{}}
 		m := env.Metrics
 		o.requests = m.Counter("sluice_hls_requests_total", "HLS requests answered, by file type and status code.", "file", "code")
-		o.encodeErrors = m.Counter("sluice_hls_encode_errors_total", "Access units the HLS muxer could not use.").With()
+		o.encodeErrors = m.Counter("sluice_hls_encode_errors_total", "Problems the HLS muxer reported: units it could not use, timing it had to adjust.").With()
 		o.restarts = m.Counter("sluice_hls_muxer_restarts_total", "HLS muxers restarted because the stream's tracks changed.").With()
 		o.badSig = m.Counter("sluice_hls_signature_rejected_total", "HLS media requests refused for a missing, wrong or expired signature.").With()
 		m.GaugeFunc("sluice_hls_muxers", "HLS muxers running.", func() float64 {
@@ -244,6 +244,14 @@ func (o *Output) ensure(s *pipeline.Stream) *muxer {
 	m = &muxer{o: o, path: path, stream: s, cancel: cancel, done: make(chan struct{}),
 		log: o.log.With("stream", path, "proto", "hls")}
 	m.touch()
+	// The gohlslib muxer exists before the first request reaches it, so
+	// that the request waits for the first segment instead of failing.
+	v, a := s.Tracks()
+	if err := m.restart([2]*pipeline.Track{v, a}); err != nil {
+		cancel()
+		m.log.Warn("cannot start the HLS muxer", "err", err)
+		return nil
+	}
 	o.muxers[path] = m
 	o.wg.Add(1)
 	go func() {
@@ -391,7 +399,9 @@ func (o *Output) playlistAnswer(w http.ResponseWriter, r *http.Request, m *muxer
 	case res == noSuchFile:
 		notFound(w)
 		return nil
-	case res == timedOut || res == closed:
+	case res == timedOut || res == closed || rec.status == http.StatusInternalServerError:
+		// 500 is gohlslib's answer when its muxer closes under a
+		// waiting request (tracks changed, stream gone): retry.
 		notReady(w)
 		return nil
 	case rec.status != http.StatusOK:

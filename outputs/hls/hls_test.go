@@ -12,6 +12,8 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -212,10 +214,14 @@ func checkContentType(t *testing.T, what string, r response, want string) {
 // and ffprobe name the codecs; along the way it checks the headers a CDN
 // relies on.
 func TestVariantsPlayInFFmpeg(t *testing.T) {
+	dir := t.TempDir()
 	srv := start(t, `
 pipeline "ts" {
   match = "ts/*"
-  output "hls" { variant = "mpegts" }
+  output "hls" {
+    variant   = "mpegts"
+    directory = "`+dir+`"
+  }
 }
 pipeline "fm" {
   match = "fm/*"
@@ -294,6 +300,17 @@ pipeline "ll" {
 				}
 				checkContentType(t, "init", in, "video/mp4")
 				checkCacheControl(t, "init", in, "public, max-age=31536000, immutable")
+			}
+			if tc.app == "ts" {
+				// directory = DIR also writes the segments and playlists
+				// under DIR/APP/NAME.
+				onDisk, err := os.ReadFile(filepath.Join(dir, "ts", "cam", strings.SplitN(seg, "?", 2)[0]))
+				if err != nil || !bytes.Equal(onDisk, s.body) {
+					t.Errorf("segment on disk: %v, same bytes as served: %v", err, bytes.Equal(onDisk, s.body))
+				}
+				if _, err := os.Stat(filepath.Join(dir, "ts", "cam", "index.m3u8")); err != nil {
+					t.Errorf("playlist on disk: %v", err)
+				}
 			}
 			if r := get(t, base+"nope_seg1"+tc.segExt); r.status != http.StatusNotFound {
 				t.Errorf("unknown segment: %d, want 404", r.status)
@@ -424,6 +441,7 @@ pipeline "live" {
 	media := mediaPlaylist(t, index.body)
 
 	lastSeq := -1
+	var longest time.Duration
 	for i := 0; i < 12; i++ {
 		r := get(t, base+media)
 		if r.status != http.StatusOK {
@@ -444,6 +462,7 @@ pipeline "live" {
 		part := len(pl.Parts)
 		q := fmt.Sprintf("?_HLS_msn=%d&_HLS_part=%d", msn, part)
 		b := get(t, base+media+q)
+		longest = max(longest, b.took)
 		if b.status != http.StatusOK {
 			t.Fatalf("blocking reload %s: %d %s", q, b.status, b.body)
 		}
@@ -470,6 +489,9 @@ pipeline "live" {
 		checkCacheControl(t, "part", h, "public, max-age=31536000, immutable")
 	}
 
+	if longest < 50*time.Millisecond {
+		t.Errorf("no blocking reload waited (longest %v): the server answered before the part existed", longest)
+	}
 	// Too far ahead is refused at once (RFC 8216bis §6.2.5.2).
 	if r := get(t, base+media+"?_HLS_msn=100000&_HLS_part=0"); r.status != http.StatusBadRequest {
 		t.Errorf("msn far ahead: %d, want 400", r.status)
@@ -521,6 +543,7 @@ func validate(t *testing.T, pl *playlist.Media, raw []byte) {
 // reads them back as one master playlist with measured BANDWIDTH and the
 // right RESOLUTION and CODECS; ffmpeg plays it.
 func TestMasterGroupsRenditions(t *testing.T) {
+	t.Parallel()
 	srv := start(t, `
 pipeline "live" {
   match = "live/*"

@@ -41,7 +41,8 @@ type muxer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	lastReq atomic.Int64 // unix nanoseconds of the last HTTP request
+	lastReq  atomic.Int64 // unix nanoseconds of the last HTTP request
+	inFlight atomic.Int64 // requests being answered
 
 	mu     sync.RWMutex
 	hls    *gohlslib.Muxer
@@ -80,11 +81,7 @@ func (m *muxer) run(ctx context.Context) {
 	defer close(m.done)
 	defer m.o.remove(m)
 	rd := m.stream.Subscribe(pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
-	v, a := m.stream.Tracks()
-	err := m.restart([2]*pipeline.Track{v, a})
-	if err == nil {
-		err = m.read(ctx, rd)
-	}
+	err := m.read(ctx, rd)
 	rd.Close()
 	switch {
 	case errors.Is(err, pipeline.ErrStreamEnded):
@@ -114,7 +111,7 @@ func (m *muxer) read(ctx context.Context, rd *pipeline.Reader) error {
 				return err
 			}
 		}
-		if !m.o.cfg.Always && time.Since(time.Unix(0, m.lastReq.Load())) > m.o.cfg.closeAfter {
+		if !m.o.cfg.Always && m.inFlight.Load() == 0 && time.Since(time.Unix(0, m.lastReq.Load())) > m.o.cfg.closeAfter {
 			return errIdle
 		}
 	}
@@ -197,13 +194,14 @@ func (m *muxer) write(au *pipeline.AccessUnit) error {
 	return nil
 }
 
-// encodeError counts a unit gohlslib refused; the first of each muxer is
-// logged, the rest only counted (per-frame events are counters).
+// encodeError counts a unit gohlslib refused or a problem it reported
+// (such as a part duration change); the first of each muxer is logged, the
+// rest only counted (per-frame events are counters).
 func (m *muxer) encodeError(err error) {
 	m.o.encodeErrors.Inc()
 	m.errs++
 	if m.errs == 1 {
-		m.log.Warn("HLS muxer refused a unit; further errors are only counted", "err", err)
+		m.log.Warn("HLS muxer reported a problem; further ones are only counted", "err", err)
 	}
 }
 
@@ -347,6 +345,11 @@ func (m *muxer) call(ctx context.Context, dst http.ResponseWriter, name, query s
 	if h == nil {
 		return closed
 	}
+	m.inFlight.Add(1)
+	defer func() {
+		m.inFlight.Add(-1)
+		m.touch()
+	}()
 	g := newGate(dst, fix)
 	req := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: name, RawQuery: query}, Header: http.Header{}}
 	done := make(chan struct{})

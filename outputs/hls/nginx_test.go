@@ -1,0 +1,175 @@
+package hls_test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
+
+	"github.com/sluice-media/sluice/pipeline/sluicetest"
+)
+
+// startNginx runs nginx as a caching reverse proxy in front of upstream and
+// returns its host:port. Its prefix, cache and logs live in t.TempDir().
+func startNginx(t *testing.T, upstream string) string {
+	t.Helper()
+	bin := sluicetest.Tool(t, "nginx")
+	dir := t.TempDir()
+	for _, d := range []string{"logs", "cache", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// nginx takes a port number, not a listener: bind :0 to find a free
+	// one, then hand it over.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // workers must reach the test's private temp dir
+	}
+	conf := fmt.Sprintf(`
+%[1]s
+worker_processes 1;
+error_log %[2]s/logs/error.log info;
+pid %[2]s/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log %[2]s/logs/access.log;
+  client_body_temp_path %[2]s/tmp/body;
+  proxy_temp_path %[2]s/tmp/proxy;
+  fastcgi_temp_path %[2]s/tmp/fastcgi;
+  uwsgi_temp_path %[2]s/tmp/uwsgi;
+  scgi_temp_path %[2]s/tmp/scgi;
+  proxy_cache_path %[2]s/cache levels=1:2 keys_zone=hls:10m max_size=200m inactive=10m use_temp_path=off;
+  server {
+    listen %[3]s;
+    location / {
+      proxy_pass http://%[4]s;
+      proxy_http_version 1.1;
+      proxy_cache hls;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 15s;
+      proxy_read_timeout 30s;
+      add_header X-Cache-Status $upstream_cache_status always;
+    }
+  }
+}
+`, user, dir, addr, upstream)
+	confPath := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-g", "daemon off;")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nginx: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
+			t.Logf("nginx stderr:\n%s\nnginx error.log:\n%s", stderr.String(), log)
+		}
+	})
+	sluicetest.Eventually(t, 5*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "nginx did not start listening on %s", addr)
+	return addr
+}
+
+// TestThroughNginxCache puts a real nginx proxy_cache in front of Sluice:
+// ffmpeg plays through it, segments come from the cache on the second
+// fetch, and media playlists are refreshed once their max-age passes.
+func TestThroughNginxCache(t *testing.T) {
+	t.Parallel()
+	srv := start(t, `
+pipeline "live" {
+  match = "live/*"
+  output "hls" { variant = "mpegts" }
+}
+pipeline "ll" {
+  match = "ll/*"
+  output "hls" { variant = "lowLatency" }
+}
+`, nil)
+	cdn := startNginx(t, srv.http)
+	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+srv.rtmp+"/live/cdn")
+	base := "http://" + cdn + "/live/cdn/"
+
+	index := waitPlaylist(t, base+"index.m3u8")
+	media := mediaPlaylist(t, index.body)
+	first := get(t, base+media)
+	if first.status != http.StatusOK {
+		t.Fatalf("media playlist through nginx: %d", first.status)
+	}
+	seg := lastSegment(t, first.body)
+	a, b := get(t, base+seg), get(t, base+seg)
+	if a.status != http.StatusOK || !bytes.Equal(a.body, b.body) {
+		t.Fatalf("segment through nginx: %d, %d; same bytes %v", a.status, b.status, bytes.Equal(a.body, b.body))
+	}
+	if got := a.header.Get("X-Cache-Status"); got != "MISS" {
+		t.Errorf("first segment fetch: X-Cache-Status %q, want MISS", got)
+	}
+	if got := b.header.Get("X-Cache-Status"); got != "HIT" {
+		t.Errorf("second segment fetch: X-Cache-Status %q, want HIT", got)
+	}
+
+	// The playlist is a HIT within its max-age, then refreshed from Sluice
+	// (EXPIRED) with newer segments.
+	again := get(t, base+media)
+	if got := again.header.Get("X-Cache-Status"); got != "HIT" {
+		t.Errorf("playlist within max-age: X-Cache-Status %q, want HIT", got)
+	}
+	var refreshed response
+	sluicetest.Eventually(t, 15*time.Second, func() bool {
+		refreshed = get(t, base+media)
+		st := refreshed.header.Get("X-Cache-Status")
+		return (st == "EXPIRED" || st == "MISS") && !bytes.Equal(refreshed.body, first.body)
+	}, "the playlist was never refreshed through nginx (last X-Cache-Status %q)", refreshed.header.Get("X-Cache-Status"))
+
+	// A blocking reload is cached under its full URL, query included: a
+	// second viewer asking for the same part gets nginx's copy.
+	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+srv.rtmp+"/ll/cdn")
+	llBase := "http://" + cdn + "/ll/cdn/"
+	llMedia := mediaPlaylist(t, waitPlaylist(t, llBase+"index.m3u8").body)
+	var pl playlist.Media
+	if err := pl.Unmarshal(get(t, llBase+llMedia).body); err != nil {
+		t.Fatal(err)
+	}
+	q := fmt.Sprintf("?_HLS_msn=%d&_HLS_part=%d", pl.MediaSequence+len(pl.Segments), len(pl.Parts))
+	b1, b2 := get(t, llBase+llMedia+q), get(t, llBase+llMedia+q)
+	if b1.status != http.StatusOK || b1.header.Get("X-Cache-Status") != "MISS" || b2.header.Get("X-Cache-Status") != "HIT" || !bytes.Equal(b1.body, b2.body) {
+		t.Errorf("blocking reload through nginx: %d %q then %q", b1.status, b1.header.Get("X-Cache-Status"), b2.header.Get("X-Cache-Status"))
+	}
+	other := get(t, llBase+llMedia+q+"&x=1")
+	if got := other.header.Get("X-Cache-Status"); got != "MISS" {
+		t.Errorf("another query: X-Cache-Status %q, want MISS (the key includes the query)", got)
+	}
+
+	if r := get(t, "http://"+cdn+"/live/none/index.m3u8"); r.status != http.StatusNotFound {
+		t.Errorf("missing stream through nginx: %d", r.status)
+	}
+	stderr := sluicetest.Decode(t, base+"index.m3u8", 40*time.Second, "-t", "6")
+	if bad := decodeErrors(stderr); len(bad) > 0 {
+		t.Errorf("ffmpeg through nginx reported:\n%s", strings.Join(bad, "\n"))
+	}
+}
