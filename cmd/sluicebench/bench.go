@@ -41,9 +41,11 @@ type result struct {
 	Play  string            `json:"play"`
 	Proto string            `json:"proto"`
 
-	Players      int            `json:"players"`
-	Playing      int            `json:"playing"` // playing when the window opened
-	Errors       int            `json:"errors"`
+	Players int `json:"players"`
+	Playing int `json:"playing"` // playing when the window opened
+	Errors  int `json:"errors"`
+	// PublishError is why the publisher stopped before the run ended.
+	PublishError string         `json:"publish_error,omitempty"`
 	ErrorSamples map[string]int `json:"error_samples,omitempty"`
 	NoFrames     int            `json:"no_frames"` // players with no decodable frame by the end
 
@@ -58,6 +60,9 @@ type result struct {
 	// Load1 is the machine's 1-minute load average when the window
 	// closed: on a shared machine it says how far to trust the rest.
 	Load1 float64 `json:"load1"`
+	// ToolLagMs is how late the tool's own 100 ms monitor tick came at
+	// worst in the window: stalls near or below it may be the tool's.
+	ToolLagMs float64 `json:"tool_lag_ms"`
 
 	TTFF           quantiles `json:"ttff_ms"`
 	Delay          quantiles `json:"delay_ms"`
@@ -96,6 +101,7 @@ type bench struct {
 	unmatched     atomic.Uint64
 	arrivalStalls atomic.Uint64
 	gaps          atomic.Uint64
+	toolLag       atomic.Int64 // the monitor's latest tick in the window, ns
 
 	mu      sync.Mutex
 	players []*player
@@ -177,8 +183,10 @@ func run(ctx context.Context, opts options) (*result, error) {
 	b.wg.Wait()
 	<-monitorDone
 	if pubErr != nil {
-		if perr := <-pubErr; perr != nil && err == nil {
-			err = perr
+		// A publisher the server cut off spoils the numbers of the run but
+		// is itself a finding: the result says so instead of vanishing.
+		if perr := <-pubErr; perr != nil {
+			res.PublishError = perr.Error()
 		}
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -246,6 +254,7 @@ wait:
 	res.ToolCores = st.toolCores
 	res.Mbps = st.mbps
 	res.Load1 = st.load1
+	res.ToolLagMs = ms(st.toolLag)
 	res.RSSMB = float64(st.rss) / (1 << 20)
 	res.RSSMaxMB = float64(max(rssMax, st.rss)) / (1 << 20)
 	res.Stalls, res.ArrivalStalls, res.Gaps = st.stalls, st.arrival, st.gaps
@@ -374,19 +383,30 @@ func (b *bench) snapshot() []*player {
 
 // monitor counts the stalls players cannot see themselves: a player that
 // receives nothing never runs its frame accounting.
+//
+// It also measures how late its own ticks come: a tool starved of CPU (by
+// its own players or by other work on the machine) sees every player stall
+// at once, and its lag says when stalls are the tool's, not the server's.
 func (b *bench) monitor(ctx context.Context) {
-	t := time.NewTicker(100 * time.Millisecond)
+	const tick = 100 * time.Millisecond
+	t := time.NewTicker(tick)
 	defer t.Stop()
+	prev := b.clock.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		now := b.clock.now()
+		lag := now - prev - tick
+		prev = now
 		if !b.measuring.Load() {
 			continue
 		}
-		now := b.clock.now()
+		if lag > time.Duration(b.toolLag.Load()) {
+			b.toolLag.Store(int64(lag))
+		}
 		for _, p := range b.snapshot() {
 			last := p.lastVideo.Load()
 			if last == 0 || p.done.Load() {
@@ -421,6 +441,7 @@ type windowStats struct {
 	toolCores      float64
 	mbps           float64
 	load1          float64
+	toolLag        time.Duration
 	rss            uint64
 	stalls         uint64
 	arrival        uint64
@@ -446,6 +467,7 @@ func (b *bench) open() window {
 	}
 	b.delay.reset()
 	b.unmatched.Store(0)
+	b.toolLag.Store(0)
 	w := window{arrival: b.arrivalStalls.Load(), gaps: b.gaps.Load()}
 	w.bytes, w.playing = b.totalBytes()
 	w.toolCPU, _ = procCPU(os.Getpid())
@@ -477,6 +499,7 @@ func (b *bench) close(w window) windowStats {
 	bytes, _ := b.totalBytes()
 	st.mbps = float64(bytes-w.bytes) * 8 / secs / 1e6
 	st.load1, _ = loadAverage()
+	st.toolLag = time.Duration(b.toolLag.Load())
 	st.arrival = b.arrivalStalls.Load() - w.arrival
 	st.gaps = b.gaps.Load() - w.gaps
 	st.stalls = st.arrival + st.gaps

@@ -17,6 +17,12 @@ import (
 
 func startSluice(t *testing.T, mode string) (rtmpAddr, httpAddr string) {
 	t.Helper()
+	srv := startSluiceServer(t, mode)
+	return srv.Addr("ingest.rtmp"), srv.Addr("server.http")
+}
+
+func startSluiceServer(t *testing.T, mode string) *sluicetest.Server {
+	t.Helper()
 	k := pipeline.NewKinds()
 	rtmp.Register(k)
 	httpflv.Register(k)
@@ -34,7 +40,7 @@ pipeline "live" {
   output "http_flv" {}
 }
 `)
-	return srv.Addr("ingest.rtmp"), srv.Addr("server.http")
+	return srv
 }
 
 // TestRunAgainstSluice publishes the tiny fixture and plays it with a few
@@ -118,6 +124,35 @@ func TestFindMaxStopsAtTheBound(t *testing.T) {
 	}
 }
 
+// TestPublisherCutOffIsReported stops the server in the middle of a run:
+// the result must say the publisher failed and the players erred, not
+// pass for a clean run.
+func TestPublisherCutOffIsReported(t *testing.T) {
+	srv := startSluiceServer(t, "latency")
+	ra := srv.Addr("ingest.rtmp")
+	stop := time.AfterFunc(1500*time.Millisecond, func() { _ = srv.Stop() })
+	defer stop.Stop()
+	res, err := run(context.Background(), options{
+		publish:  "rtmp://" + ra + "/live/cut",
+		play:     "rtmp://" + ra + "/live/cut",
+		input:    sluicetest.Fixture("bench/tiny.flv"),
+		n:        2,
+		lead:     300 * time.Millisecond,
+		duration: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.PublishError == "" || res.Errors == 0 {
+		t.Fatalf("publisher error %q, %d player errors", res.PublishError, res.Errors)
+	}
+	var out bytes.Buffer
+	b, _ := json.Marshal(res)
+	if code := cmdReportFrom(t, b, &out); code != 0 || !strings.Contains(out.String(), "publisher cut off") {
+		t.Fatalf("report exited %d:\n%s", code, out.String())
+	}
+}
+
 func TestFlags(t *testing.T) {
 	cases := []struct {
 		args []string
@@ -145,7 +180,7 @@ func TestReportComparesWithNginxAtTheSameN(t *testing.T) {
 	lines := []string{
 		`{"tags":{"server":"nginx-rtmp"},"proto":"rtmp","players":100,"cpu_ms_per_player_s":0.2,"server_cores":0.02,"ttff_ms":{"p50":900,"p95":1900,"max":1990},"delay_ms":{"n":10,"p50":3,"p95":5},"load1":1.5}`,
 		`{"tags":{"server":"sluice","mode":"throughput"},"proto":"rtmp","players":100,"cpu_ms_per_player_s":0.05,"ttff_ms":{"p50":20,"p95":40,"max":41},"delay_ms":{"n":10,"p50":60,"p95":100}}`,
-		`{"tags":{"server":"sluice","mode":"throughput"},"proto":"http-flv","players":300,"cpu_ms_per_player_s":0.05}`,
+		`{"tags":{"server":"sluice","mode":"throughput"},"proto":"http-flv","players":300,"cpu_ms_per_player_s":0.05,"publish_error":"reset"}`,
 		`{"tags":{"server":"sluice"},"proto":"rtmp","max_players":1200,"steps":[{"players":600},{"players":1200},{"players":1800,"stalls":3}]}`,
 	}
 	var out bytes.Buffer
@@ -154,9 +189,10 @@ func TestReportComparesWithNginxAtTheSameN(t *testing.T) {
 	}
 	for _, want := range []string{
 		"| nginx-rtmp | rtmp | - | 100 | 0.200 | 1.00× | 0.02 | 900 / 1900 / 1990 | 3 / 5 |",
-		"| 1.5 |\n",
+		"| 0.00 / 0 | 1.5 |\n",
 		"| sluice | rtmp | throughput | 100 | 0.050 | 0.25× | 0.00 | 20 / 40 / 41 | 60 / 100 |",
 		"| sluice | http-flv | throughput | 300 | 0.050 | n/a |",
+		"| 0 + publisher cut off |",
 		"| sluice | rtmp | - | 1200 |",
 		"1800 players: 3 stalls, 0 errors",
 	} {

@@ -78,6 +78,10 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 	} else {
 		printText(stdout, res)
 	}
+	if res.PublishError != "" {
+		fmt.Fprintln(stderr, "sluicebench: the publisher failed:", res.PublishError)
+		return 1
+	}
 	return 0
 }
 
@@ -142,6 +146,9 @@ func printText(w io.Writer, r *result) {
 		return
 	}
 	fmt.Fprintf(w, "%s (%s): %d players, %d playing, %d errors, %d without a picture\n", r.Play, r.Proto, r.Players, r.Playing, r.Errors, r.NoFrames)
+	if r.PublishError != "" {
+		fmt.Fprintf(w, "  PUBLISHER FAILED: %s\n", r.PublishError)
+	}
 	for k, n := range r.ErrorSamples {
 		fmt.Fprintf(w, "  error x%d: %s\n", n, k)
 	}
@@ -149,7 +156,7 @@ func printText(w io.Writer, r *result) {
 	if r.ServerCores > 0 || r.RSSMB > 0 {
 		fmt.Fprintf(w, "  server CPU    %.3f ms per player-second (%.2f cores), RSS %.1f MB (max %.1f)\n", r.CPUMsPerPlayerS, r.ServerCores, r.RSSMB, r.RSSMaxMB)
 	}
-	fmt.Fprintf(w, "  tool CPU      %.2f cores (load average %.2f)\n", r.ToolCores, r.Load1)
+	fmt.Fprintf(w, "  tool CPU      %.2f cores, its ticks up to %.0f ms late (load average %.2f)\n", r.ToolCores, r.ToolLagMs, r.Load1)
 	fmt.Fprintf(w, "  first frame   p50 %.0f ms, p95 %.0f ms, max %.0f ms (%d players)\n", r.TTFF.P50, r.TTFF.P95, r.TTFF.Max, r.TTFF.N)
 	fmt.Fprintf(w, "  server delay  p50 %.0f ms, p95 %.0f ms (%d frames, %d unmatched)\n", r.Delay.P50, r.Delay.P95, r.Delay.N, r.DelayUnmatched)
 	fmt.Fprintf(w, "  stalls        %d (%d no frame > stall time, %d timestamp gaps > %.0f ms) in %d players\n", r.Stalls, r.ArrivalStalls, r.Gaps, r.GapMs, r.StalledPlayers)

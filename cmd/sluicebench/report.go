@@ -26,8 +26,8 @@ func writeReport(w io.Writer, results []*result) {
 		}
 	}
 	if len(fixed) > 0 {
-		fmt.Fprintln(w, "| server | proto | mode | N | CPU-ms/player-s | vs nginx-rtmp | server cores | TTFF p50/p95/max ms | delay p50/p95 ms | stalls (players) | errors | Mbit/s | RSS MB | load |")
-		fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		fmt.Fprintln(w, "| server | proto | mode | N | CPU-ms/player-s | vs nginx-rtmp | server cores | TTFF p50/p95/max ms | delay p50/p95 ms | stalls (players) | errors | Mbit/s | RSS MB | tool cores / lag ms | load |")
+		fmt.Fprintln(w, "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, r := range fixed {
 			ratio := "n/a"
 			if b := base[r.Players]; b > 0 && r.CPUMsPerPlayerS > 0 {
@@ -41,10 +41,18 @@ func writeReport(w io.Writer, results []*result) {
 			if r.NoFrames > 0 {
 				errs += fmt.Sprintf(" (+%d no picture)", r.NoFrames)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s | %d | %.3f | %s | %.2f | %.0f / %.0f / %.0f | %s | %d (%d) | %s | %.1f | %.1f | %.1f |\n",
+			if r.PublishError != "" {
+				errs += " + publisher cut off"
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %d | %.3f | %s | %.2f | %.0f / %.0f / %.0f | %s | %d (%d) | %s | %.1f | %.1f | %.2f / %.0f | %.1f |\n",
 				tag(r, "server"), r.Proto, tag(r, "mode"), r.Players, r.CPUMsPerPlayerS, ratio, r.ServerCores,
-				r.TTFF.P50, r.TTFF.P95, r.TTFF.Max, delay, r.Stalls, r.StalledPlayers, errs, r.Mbps, r.RSSMB, r.Load1)
+				r.TTFF.P50, r.TTFF.P95, r.TTFF.Max, delay, r.Stalls, r.StalledPlayers, errs, r.Mbps, r.RSSMB, r.ToolCores, r.ToolLagMs, r.Load1)
 		}
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "CPU-ms/player-s: server CPU time per player per second of play (lower is better); vs nginx-rtmp: that over"+
+			" nginx-rtmp's RTMP row at the same N. TTFF: connect to the first keyframe after a sequence header. delay: publisher"+
+			" send to player receipt of the same frame. stalls: no frame for 1 s, or a timestamp jump. tool lag: how late the load"+
+			" tool's own 100 ms tick came at worst (stalls shorter than it may be the tool's). load: 1-minute load average.")
 	}
 	if len(scale) > 0 {
 		if len(fixed) > 0 {
