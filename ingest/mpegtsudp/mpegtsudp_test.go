@@ -777,3 +777,53 @@ func TestFFmpegHTTPPush(t *testing.T) {
 		t.Fatalf("only %d packets in 2 s", len(p.Packets))
 	}
 }
+
+// TestBusyStreamIsTakenOverWhenFree: while another publisher holds the
+// stream, the UDP source's packets are dropped; once it leaves, the source
+// publishes without having to pause.
+func TestBusyStreamIsTakenOverWhenFree(t *testing.T) {
+	srv := start(t, `timeout = "2s"`, `gop_cache = 10`)
+	ua := srv.Addr("ingest.mpegts_udp.cam")
+	hub := srv.Graph.Hub
+	other, err := hub.Publish("live/udp", pipeline.ClientInfo{Proto: "test", Remote: "elsewhere"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("udp", ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := newSynth(t, 0, 10, 256, 257, sps352)
+	for i := range 400 {
+		s.frame(t, i)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sent := make(chan struct{})
+	go func() { // a live source: 30 frames a second
+		defer close(sent)
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for i := 0; i < 400; i++ {
+			_, _ = c.Write(bytes.Join(s.frames[i], nil))
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() { cancel(); <-sent }()
+	sluicetest.Eventually(t, 5*time.Second, func() bool {
+		return counter(srv, "sluice_mpegts_rejected_total", "live/udp", "busy") == 1
+	}, "the busy stream was not reported")
+	if st := hub.Stream("live/udp").Info(); st.Publisher == nil || st.Publisher.Remote != "elsewhere" {
+		t.Fatalf("publisher %+v", st.Publisher)
+	}
+	other.Close()
+	sluicetest.Eventually(t, 5*time.Second, func() bool {
+		st := hub.Stream("live/udp")
+		return st != nil && st.Info().State == "live" && st.Info().Publisher.Proto == "mpegts-udp"
+	}, "the UDP source did not take the stream over")
+}

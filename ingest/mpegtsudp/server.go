@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-media/sluice/pipeline"
@@ -233,11 +234,16 @@ func (s *Server) Run(ctx context.Context) error {
 			continue
 		}
 		cur.last = now
+		if cur.queued.Load()+int64(len(ts)) > maxQueued {
+			// The demuxer is far behind (or auth is slow); losing these
+			// is what the continuity check will report.
+			s.dm.badPackets["overflow"].Inc()
+			continue
+		}
 		select {
 		case cur.ch <- bytes.Clone(ts):
+			cur.queued.Add(int64(len(ts)))
 		default:
-			// The demuxer is behind by a thousand datagrams; losing
-			// these is what the continuity check will report.
 			s.dm.badPackets["overflow"].Inc()
 		}
 	}
@@ -290,13 +296,18 @@ func (s *Server) warn(from netip.AddrPort, kind, msg string, args ...any) {
 	s.log.Warn(msg, append([]any{"remote", from.String()}, args...)...)
 }
 
+// maxQueued bounds the datagram bytes waiting for a source's demuxer: about
+// 8 s of a 8 Mb/s stream, whatever the datagram size.
+const maxQueued = 8 << 20
+
 // source is one sender's session: it decides auth, publishes, and demuxes
 // the datagrams the read loop hands it, until the read loop closes ch.
 type source struct {
-	s    *Server
-	from netip.AddrPort
-	ch   chan []byte
-	last time.Time // read loop only
+	s      *Server
+	from   netip.AddrPort
+	ch     chan []byte
+	queued atomic.Int64 // bytes in ch
+	last   time.Time    // read loop only
 }
 
 func (src *source) run(ctx context.Context) {
@@ -305,7 +316,8 @@ func (src *source) run(ctx context.Context) {
 	// notices the silence; draining keeps its sends cheap and its
 	// overflow counter honest.
 	defer func() {
-		for range src.ch {
+		for b := range src.ch {
+			src.queued.Add(-int64(len(b)))
 		}
 	}()
 	remote := src.from.String()
@@ -344,7 +356,7 @@ func (src *source) run(ctx context.Context) {
 	log.Info("publish started")
 
 	out := &pubSink{pub: pub}
-	dm := newDemuxer(&chanPackets{ch: src.ch}, out, log, s.dm)
+	dm := newDemuxer(&chanPackets{ch: src.ch, queued: &src.queued}, out, log, s.dm)
 	err := dm.run()
 	cause := "timeout"
 	switch {
@@ -385,11 +397,12 @@ func (src *source) publish(log *slog.Logger) *pipeline.Publisher {
 	wait:
 		for {
 			select {
-			case _, ok := <-src.ch:
+			case b, ok := <-src.ch:
 				if !ok {
 					t.Stop()
 					return nil
 				}
+				src.queued.Add(-int64(len(b)))
 			case <-t.C:
 				break wait
 			}
@@ -400,8 +413,9 @@ func (src *source) publish(log *slog.Logger) *pipeline.Publisher {
 // chanPackets is the packetSource of a UDP source: the datagrams the read
 // loop queued, cut into packets. It ends when the read loop closes ch.
 type chanPackets struct {
-	ch  <-chan []byte
-	cur []byte
+	ch     <-chan []byte
+	queued *atomic.Int64
+	cur    []byte
 }
 
 func (c *chanPackets) next() ([]byte, error) {
@@ -410,6 +424,7 @@ func (c *chanPackets) next() ([]byte, error) {
 		if !ok {
 			return nil, io.EOF
 		}
+		c.queued.Add(-int64(len(b)))
 		c.cur = b
 	}
 	p := c.cur[:packetSize]
