@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -360,4 +361,19 @@ func mint(t testing.TB, bin, secret, path, ttl string, extra ...string) string {
 		t.Fatalf("token-auth mint: %v", err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+func TestNoGoroutinesLeftAfterStop(t *testing.T) {
+	bin := buildPlugin(t, "plugins/host/testdata/testplugin")
+	before := runtime.NumGoroutine()
+	h := startHost(t, pluginBlock("t", bin, `health_interval = "20ms"`))
+	p := h.Plugin("t")
+	for range 20 {
+		if d := authorize(p, allowReq); !d.Allow {
+			t.Fatalf("denied: %+v", d)
+		}
+		p.Notify(context.Background(), allowReq)
+	}
+	h.stop()
+	sluicetest.Eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before }, "goroutines: %d before, %d after stop", before, runtime.NumGoroutine())
 }

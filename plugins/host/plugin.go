@@ -42,7 +42,7 @@ type Plugin struct {
 	mu    sync.Mutex
 	conn  *pluginv1.Conn // nil while the process is down
 	pid   int
-	ready chan struct{} // closed at the first successful start
+	tried chan struct{} // closed once the first start succeeded or failed
 	once  sync.Once
 
 	check chan struct{} // a failed call asks the supervisor to look now
@@ -55,7 +55,7 @@ func newPlugin(name string, cfg Config, log *slog.Logger, m *counters) *Plugin {
 		cfg:   cfg,
 		log:   log,
 		m:     m,
-		ready: make(chan struct{}),
+		tried: make(chan struct{}),
 		check: make(chan struct{}, 1),
 	}
 	if cfg.cache > 0 {
@@ -74,6 +74,7 @@ func (p *Plugin) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		client, conn, pid, err := p.start()
 		if err != nil {
+			p.once.Do(func() { close(p.tried) })
 			p.m.startFailures(p.name).Inc()
 			p.log.Error("plugin did not start", "err", err, "retry_in", backoff)
 		} else {
@@ -182,16 +183,16 @@ func (p *Plugin) setConn(c *pluginv1.Conn, pid int) {
 	p.conn, p.pid = c, pid
 	p.mu.Unlock()
 	if c != nil {
-		p.once.Do(func() { close(p.ready) })
+		p.once.Do(func() { close(p.tried) })
 	}
 }
 
-// connFor returns the live connection. Before the first start it waits for
-// it (bounded by ctx), so that clients arriving as the server starts are not
-// refused; after that a down plugin answers at once.
+// connFor returns the live connection. Until the first start attempt ends
+// it waits (bounded by ctx), so that clients arriving as the server starts
+// are not refused; after that a down plugin answers at once.
 func (p *Plugin) connFor(ctx context.Context) (*pluginv1.Conn, error) {
 	select {
-	case <-p.ready:
+	case <-p.tried:
 	case <-ctx.Done():
 		return nil, errors.New("plugin has not started yet")
 	}
