@@ -199,11 +199,10 @@ func (p *Pull) session(ctx context.Context) (string, error) {
 	start := time.Now()
 	p.log.Info("pull connected")
 
-	body := &idleReader{r: resp.Body, t: watchdog, idle: p.cfg.idle}
+	body := &idleReader{r: resp.Body, t: watchdog, idle: p.cfg.idle, count: p.bytesIn}
 	rd := flv.NewReader(body, p.cfg.MaxTagSize)
 	d := flvdemux.Demuxer{Sink: pub, Log: p.log}
 	err = copyFLV(rd, pub, &d)
-	p.bytesIn.Add(uint64(body.n))
 	if err == nil {
 		err = errUpstreamEnded
 	}
@@ -239,10 +238,11 @@ func (p *Pull) err(ctx context.Context, err error) error {
 
 // idleReader pushes the idle watchdog back on every read that returns data.
 type idleReader struct {
-	r    io.Reader
-	t    *time.Timer
-	idle time.Duration
-	n    int64
+	r     io.Reader
+	t     *time.Timer
+	idle  time.Duration
+	n     int64
+	count *pipeline.Counter
 }
 
 func (b *idleReader) Read(p []byte) (int, error) {
@@ -250,6 +250,7 @@ func (b *idleReader) Read(p []byte) (int, error) {
 	if n > 0 {
 		b.t.Reset(b.idle)
 		b.n += int64(n)
+		b.count.Add(uint64(n))
 	}
 	return n, err
 }

@@ -194,14 +194,13 @@ func (p *Push) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
 	// A stalled body is cut by a read deadline pushed forward on every
 	// read; shutdown pulls the deadline in, which ends a blocked read.
 	rc := http.NewResponseController(w)
-	body := &deadlineReader{r: r.Body, rc: rc, idle: p.cfg.idle, ctx: ctx}
+	body := &deadlineReader{r: r.Body, rc: rc, idle: p.cfg.idle, ctx: ctx, count: p.bytesIn}
 	stop := context.AfterFunc(ctx, func() { _ = rc.SetReadDeadline(time.Now()) })
 	defer stop()
 
 	rd := flv.NewReader(body, p.cfg.MaxTagSize)
 	d := flvdemux.Demuxer{Sink: pub, Log: log}
 	err = copyFLV(rd, pub, &d)
-	p.bytesIn.Add(uint64(body.n))
 	cause := causeOf(ctx, err)
 	p.closed.With(cause).Inc()
 	attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", body.n, "units", d.Units()}
@@ -233,6 +232,9 @@ type deadlineReader struct {
 	idle time.Duration
 	ctx  context.Context
 	n    int64
+	// count is the received-bytes counter, kept current while the
+	// session runs.
+	count *pipeline.Counter
 }
 
 func (b *deadlineReader) Read(p []byte) (int, error) {
@@ -246,6 +248,7 @@ func (b *deadlineReader) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
+	b.count.Add(uint64(n))
 	return n, err
 }
 
