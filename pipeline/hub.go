@@ -56,11 +56,12 @@ type Resolver func(path string) (opts StreamOptions, ok bool)
 // the API and auth.
 type ClientInfo struct {
 	// Proto is the protocol: "rtmp", "http-flv", "mpegts-udp", ...
-	Proto string
+	Proto string `json:"proto"`
 	// Remote is the client's address.
-	Remote string
-	// Query is the raw query string of the URL the client used.
-	Query string
+	Remote string `json:"remote"`
+	// Query is the raw query string of the URL the client used. It often
+	// carries a token, so the API never shows it.
+	Query string `json:"-"`
 }
 
 // Hub is the table of streams, keyed by path. It is the only way sources and
