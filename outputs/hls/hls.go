@@ -253,10 +253,14 @@ func (o *Output) ensure(s *pipeline.Stream) *muxer {
 		return nil
 	}
 	o.muxers[path] = m
+	// Subscribe now, not in the goroutine, so that the muxer reads from
+	// where the stream is when it is asked for, however late the
+	// goroutine starts.
+	rd := s.Subscribe(pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
 	o.wg.Add(1)
 	go func() {
 		defer o.wg.Done()
-		m.run(ctx)
+		m.run(ctx, rd)
 	}()
 	m.log.Info("HLS muxer started", "variant", o.cfg.Variant)
 	return m
@@ -391,6 +395,11 @@ func (o *Output) authorize(w http.ResponseWriter, r *http.Request, path string, 
 func (o *Output) playlistAnswer(w http.ResponseWriter, r *http.Request, m *muxer, name string) []byte {
 	if m == nil {
 		notFound(w)
+		return nil
+	}
+	if m.carriesNothing() {
+		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(notFoundMaxAge))
+		http.Error(w, "this stream's codecs cannot be carried by HLS variant "+o.cfg.Variant, http.StatusNotFound)
 		return nil
 	}
 	m.touch()

@@ -130,11 +130,17 @@ func get(t *testing.T, u string) response { t.Helper(); return do(t, http.Method
 func waitPlaylist(t *testing.T, u string) response {
 	t.Helper()
 	var r response
-	sluicetest.Eventually(t, 20*time.Second, func() bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
 		r = get(t, u)
-		return r.status == http.StatusOK
-	}, "%s never answered 200 (last %d %s)", u, r.status, r.body)
-	return r
+		if r.status == http.StatusOK {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never answered 200 (last %d %s)", u, r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // uris returns the URI lines and URI="..." attributes of a playlist.
@@ -374,7 +380,9 @@ func aacTrack(t *testing.T) *pipeline.Track {
 func TestNotReadyIsRetryable(t *testing.T) {
 	srv := start(t, `
 pipeline "live" {
-  match = "live/*"
+  match          = "live/*"
+  max_reader_lag = "1m"      # the test writes seconds of audio at once,
+  write_mode     = "latency" # and throughput mode wakes readers only on a later write
   output "hls" {
     variant    = "fmp4"
     wait_ready = "300ms"

@@ -25,6 +25,9 @@ import (
 // It is a measurement, not a check, so it runs only when asked:
 //
 //	SLUICE_HLS_LATENCY=1 go test -run TestLLHLSLatency -v ./outputs/hls
+//
+// SLUICE_HLS_PART sets the part duration (200ms), SLUICE_HLS_WRITE_MODE the
+// pipeline's write_mode (latency).
 func TestLLHLSLatency(t *testing.T) {
 	if os.Getenv("SLUICE_HLS_LATENCY") == "" {
 		t.Skip("set SLUICE_HLS_LATENCY=1 to measure")
@@ -33,10 +36,14 @@ func TestLLHLSLatency(t *testing.T) {
 	if part == "" {
 		part = "200ms"
 	}
+	mode := os.Getenv("SLUICE_HLS_WRITE_MODE") // "latency" (default) or "throughput"
+	if mode == "" {
+		mode = "latency"
+	}
 	srv := start(t, `
 pipeline "live" {
   match      = "live/*"
-  write_mode = "latency"
+  write_mode = "`+mode+`"
   output "hls" {
     variant = "lowLatency"
     segment = "1s"
@@ -117,5 +124,5 @@ pipeline "live" {
 	}
 	slices.Sort(lat)
 	q := func(f float64) time.Duration { return lat[int(f*float64(len(lat)-1))].Round(time.Millisecond) }
-	t.Logf("part=%s frames=%d LL-HLS minus RTMP: min %v median %v p90 %v max %v", part, len(lat), q(0), q(0.5), q(0.9), q(1))
+	t.Logf("write_mode=%s part=%s frames=%d LL-HLS minus RTMP: min %v median %v p90 %v max %v", mode, part, len(lat), q(0), q(0.5), q(0.9), q(1))
 }

@@ -47,7 +47,9 @@ type muxer struct {
 	mu     sync.RWMutex
 	hls    *gohlslib.Muxer
 	closed bool
-	calls  sync.WaitGroup // goroutines running gohlslib handlers
+	// unsupported: the variant can carry none of the stream's tracks.
+	unsupported bool
+	calls       sync.WaitGroup // goroutines running gohlslib handlers
 
 	// Owned by the run goroutine.
 	tracks  [2]*pipeline.Track // the tracks hls was made for, by kind
@@ -77,10 +79,9 @@ func (m *muxer) acquire() *gohlslib.Muxer {
 // run reads the stream and feeds the muxer until the stream ends (then
 // keeps serving for close_after), the muxer idles (on-demand muxers), or ctx
 // ends. It removes the muxer from the output on the way out.
-func (m *muxer) run(ctx context.Context) {
+func (m *muxer) run(ctx context.Context, rd *pipeline.Reader) {
 	defer close(m.done)
 	defer m.o.remove(m)
-	rd := m.stream.Subscribe(pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
 	err := m.read(ctx, rd)
 	rd.Close()
 	switch {
@@ -296,6 +297,9 @@ func (m *muxer) restart(tracks [2]*pipeline.Track) error {
 		m.o.restarts.Inc()
 		m.log.Info("stream tracks changed; HLS muxer restarted with new segment names")
 	}
+	m.mu.Lock()
+	m.unsupported = len(list) == 0
+	m.mu.Unlock()
 	if len(list) == 0 {
 		return nil
 	}
@@ -326,6 +330,14 @@ func (m *muxer) restart(tracks [2]*pipeline.Track) error {
 	m.mu.Unlock()
 	m.base = time.Time{}
 	return nil
+}
+
+// carriesNothing reports whether the variant can carry none of the
+// stream's tracks, so that requests are told so instead of waiting.
+func (m *muxer) carriesNothing() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.unsupported
 }
 
 // Results of call.
