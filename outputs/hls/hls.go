@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -154,7 +155,7 @@ func Register(k *pipeline.Kinds) {
 			secret = make([]byte, 32)
 			_, _ = rand.Read(secret)
 		}
-		o := &Output{cfg: *c, env: env, log: env.Log, signer: NewSigner(secret, c.sign), muxers: map[string]*muxer{}}
+		o := &Output{cfg: *c, env: env, log: env.Log, signer: NewSigner(secret, c.sign), muxers: map[string]*muxer{}, allows: map[string]time.Time{}}
 		m := env.Metrics
 		o.requests = m.Counter("sluice_hls_requests_total", "HLS requests answered, by file type and status code.", "file", "code")
 		o.encodeErrors = m.Counter("sluice_hls_encode_errors_total", "Problems the HLS muxer reported: units it could not use, timing it had to adjust.").With()
@@ -182,6 +183,9 @@ type Output struct {
 	encodeErrors *pipeline.Counter
 	restarts     *pipeline.Counter
 	badSig       *pipeline.Counter
+
+	allowMu sync.Mutex
+	allows  map[string]time.Time // recent playlist allows, see allowTTL
 
 	mu      sync.Mutex
 	ctx     context.Context // Run's, the parent of every muxer; nil outside Run
@@ -371,9 +375,18 @@ func (o *Output) authorize(w http.ResponseWriter, r *http.Request, path string, 
 	if _, open := auth.(pipeline.AllowAll); open {
 		return true
 	}
+	// A low-latency player reloads its playlist several times a second;
+	// an allow is remembered briefly per client, path and query so that
+	// the authorizer is asked once per allowTTL, not per part.
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	key := host + "\x00" + path + "\x00" + stripHLSParams(r.URL.RawQuery)
+	if o.allowed(key) {
+		return true
+	}
 	d := auth.Authorize(r.Context(), pipeline.AuthRequest{Action: pipeline.ActionPlay, Proto: "hls", Remote: r.RemoteAddr,
 		Path: path, Query: r.URL.RawQuery, Pipeline: o.env.Pipeline.Name, Node: o.env.Node, URL: r.URL.String()})
 	if d.Allow {
+		o.remember(key)
 		return true
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -572,6 +585,37 @@ func (o *Output) serveMaster(w http.ResponseWriter, r *http.Request, group strin
 		return
 	}
 	writePlaylist(w, rewriteURIs(out, "", stripHLSParams(r.URL.RawQuery), ""), maxAge(multivariantMaxAge))
+}
+
+// allowTTL is how long a playlist allow is reused for the same client,
+// path and query; maxAllows bounds the memory it takes.
+const (
+	allowTTL  = 5 * time.Second
+	maxAllows = 100000
+)
+
+func (o *Output) allowed(key string) bool {
+	o.allowMu.Lock()
+	defer o.allowMu.Unlock()
+	until, ok := o.allows[key]
+	return ok && time.Now().Before(until)
+}
+
+func (o *Output) remember(key string) {
+	o.allowMu.Lock()
+	defer o.allowMu.Unlock()
+	now := time.Now()
+	if len(o.allows) >= maxAllows {
+		for k, until := range o.allows {
+			if now.After(until) {
+				delete(o.allows, k)
+			}
+		}
+		if len(o.allows) >= maxAllows {
+			clear(o.allows)
+		}
+	}
+	o.allows[key] = now.Add(allowTTL)
 }
 
 // authorizeQuiet asks whether the master request may list rendition path.

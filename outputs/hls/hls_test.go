@@ -679,6 +679,21 @@ pipeline "live" {
 	if last.Proto != "hls" || last.Action != pipeline.ActionPlay || last.Path != "live/paid" || !strings.Contains(last.Query, "token=good") {
 		t.Errorf("authorizer saw %+v", last)
 	}
+	// Reloads with the same query within a few seconds reuse the allow.
+	auth.mu.Lock()
+	before := len(auth.calls)
+	auth.mu.Unlock()
+	for range 3 {
+		if r := get(t, base+media); r.status != http.StatusOK {
+			t.Fatalf("reload: %d", r.status)
+		}
+	}
+	auth.mu.Lock()
+	after := len(auth.calls)
+	auth.mu.Unlock()
+	if after-before > 1 {
+		t.Errorf("three reloads asked the authorizer %d times; want at most once", after-before)
+	}
 	segA, segB := lastSegment(t, a.body), lastSegment(t, b.body)
 	u, err := url.Parse(segA)
 	if err != nil || u.Query().Get("sig") == "" || u.Query().Get("w") == "" || u.Query().Has("token") {
