@@ -3,6 +3,24 @@
 // fMP4 segments kept in memory, with the cache headers a CDN needs, signed
 // media URIs for pipelines with auth, and a multivariant playlist that
 // groups renditions of one stream.
+//
+// Everything of stream APP/NAME lives under /APP/NAME/: index.m3u8 (a
+// multivariant playlist with measured BANDWIDTH), the media playlists it
+// names, and segments, parts and init files whose names start with a random
+// prefix chosen per muxer, so a name is never reused for other bytes.
+// Media playlists are cacheable for about half a target duration, blocking
+// reloads (_HLS_msn/_HLS_part) for the playlist's span under their full URL,
+// and media for a year (immutable), or until its signature expires.
+//
+// A muxer starts when its stream is published (or, with always = false, on
+// the first request) and stays through publisher reconnects within
+// publisher_grace, since the hub keeps the stream. After the stream ends it
+// serves its last segments for close_after. A stream published again after
+// that gets a new muxer: media sequence numbers start over and segment
+// names change, with no EXT-X-DISCONTINUITY (gohlslib cannot continue a
+// timeline across muxers). A player still polling the old media playlist
+// sees the sequence number go back, which RFC 8216 §6.2.2 forbids, so
+// players have to reload from index.m3u8 after a stream restart.
 package hls
 
 import (
