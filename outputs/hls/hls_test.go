@@ -266,6 +266,9 @@ pipeline "ll" {
 			checkContentType(t, "index.m3u8", index, "application/vnd.apple.mpegurl")
 			checkCacheControl(t, "index.m3u8", index, "public, max-age=5")
 
+			if h := do(t, http.MethodHead, base+"index.m3u8"); h.status != http.StatusOK || len(h.body) != 0 {
+				t.Errorf("HEAD index.m3u8: %d, %d bytes", h.status, len(h.body))
+			}
 			mediaURI := mediaPlaylist(t, index.body)
 			if strings.Contains(mediaURI, "/") || strings.Contains(mediaURI, "?") {
 				t.Errorf("media playlist URI %q is not a bare relative name", mediaURI)
@@ -499,6 +502,9 @@ pipeline "live" {
 
 	if longest < 50*time.Millisecond {
 		t.Errorf("no blocking reload waited (longest %v): the server answered before the part existed", longest)
+	}
+	if r := get(t, base+media+"?_HLS_msn=abc"); r.status != http.StatusBadRequest {
+		t.Errorf("malformed _HLS_msn: %d, want 400", r.status)
 	}
 	// Too far ahead is refused at once (RFC 8216bis §6.2.5.2).
 	if r := get(t, base+media+"?_HLS_msn=100000&_HLS_part=0"); r.status != http.StatusBadRequest {
