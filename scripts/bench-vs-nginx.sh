@@ -102,6 +102,20 @@ stop_server() {
 	wait "$SERVER_PID" 2>/dev/null || true
 }
 
+# Servers that run side by side: save KEY remembers the server started
+# last under KEY, use KEY makes it the one the next cell loads.
+declare -A SAVED_RTMP SAVED_HTTP SAVED_PID
+save() {
+	SAVED_RTMP[$1]=$RTMP_PORT
+	SAVED_HTTP[$1]=${HTTP_PORT:-}
+	SAVED_PID[$1]=$SERVER_PID
+}
+use() {
+	RTMP_PORT=${SAVED_RTMP[$1]}
+	HTTP_PORT=${SAVED_HTTP[$1]}
+	SERVER_PID=${SAVED_PID[$1]}
+}
+
 log "building into $TMP"
 (cd "$ROOT" && go build -o "$TMP/sluice" ./cmd/sluice && go build -o "$TMP/sluicebench" ./cmd/sluicebench)
 BENCH=$TMP/sluicebench
@@ -187,6 +201,7 @@ EOF
 # start_nginx starts nginx-rtmp on a fresh port.
 start_nginx() {
 	RTMP_PORT=$(free_port)
+	HTTP_PORT=""
 	mkdir -p "$TMP/nginx"
 	sed -e "s#@MODULE@#$NGINX_MODULE#" -e "s#@DIR@#$TMP/nginx#" -e "s#@PORT@#$RTMP_PORT#" \
 		"$ROOT/scripts/nginx-rtmp.conf.tmpl" >"$TMP/nginx/nginx.conf"
@@ -239,18 +254,27 @@ if [ "$SCALE" = 1 ]; then
 		stop_server
 	fi
 else
+	# All three servers run at once (an idle one costs nothing) and the
+	# cells of one N run back to back, so that the rows compared with each
+	# other saw the machine in about the same state.
 	if [ -n "$NGINX" ]; then
 		start_nginx
-		for n in $NS; do cell nginx-rtmp - rtmp "$n"; done
-		stop_server
+		save nginx
 	fi
 	for mode in throughput latency; do
 		start_sluice "$mode"
-		for n in $NS; do
+		save "$mode"
+	done
+	for n in $NS; do
+		if [ -n "$NGINX" ]; then
+			use nginx
+			cell nginx-rtmp - rtmp "$n"
+		fi
+		for mode in throughput latency; do
+			use "$mode"
 			cell sluice "$mode" rtmp "$n"
 			cell sluice "$mode" http-flv "$n"
 		done
-		stop_server
 	done
 fi
 
