@@ -409,6 +409,39 @@ func TestMergeWindowDeliversEverything(t *testing.T) {
 	}
 }
 
+// TestMergeWindowFlushesAPause: units written just before the publisher
+// pauses reach readers at the end of the window, without waiting for the
+// next write.
+func TestMergeWindowFlushesAPause(t *testing.T) {
+	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 4096, MergeWindow: 50 * time.Millisecond})
+	src := publish(t, h, "live/a", 10)
+	src.write(t, 1) // wakes readers and opens a merge window
+	s := h.Stream("live/a")
+	r := s.Subscribe(ClientInfo{})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if b, err := r.Next(ctx); err != nil || len(b) != 1 {
+		t.Fatalf("first unit: %d, %v", len(b), err)
+	}
+	// What a reader that has caught up waits on.
+	waiting := *s.notify.Load()
+	src.write(t, 30) // a burst inside the window, then silence
+	select {
+	case <-waiting:
+	case <-ctx.Done():
+		t.Fatal("readers were never woken for the units written before the pause")
+	}
+	n := 0
+	for n < 30 {
+		b, err := r.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %d of 30 units: %v", n, err)
+		}
+		n += len(b)
+	}
+}
+
 func TestValidPath(t *testing.T) {
 	for _, tc := range []struct {
 		path string

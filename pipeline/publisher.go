@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"sync/atomic"
 	"time"
 )
 
@@ -22,8 +23,14 @@ type Publisher struct {
 	closed   bool
 
 	lastNotify time.Time
-	units      [numKinds]*Counter
-	fixups     *Counter
+	// flush wakes readers at the end of a merge window whose last units
+	// no later write woke them for (a publisher pausing mid-window), so no
+	// unit waits longer than the window. One timer per publisher, armed at
+	// most once per window.
+	flush   *time.Timer
+	pending atomic.Bool
+	units   [numKinds]*Counter
+	fixups  *Counter
 }
 
 // Stream returns the stream being published.
@@ -116,8 +123,21 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	} else if now := time.Now(); now.Sub(p.lastNotify) >= w {
 		p.lastNotify = now
 		s.wake()
+	} else if !p.pending.Swap(true) {
+		delay := w - now.Sub(p.lastNotify)
+		if p.flush == nil {
+			p.flush = time.AfterFunc(delay, p.flushWindow)
+		} else {
+			p.flush.Reset(delay)
+		}
 	}
 	return nil
+}
+
+// flushWindow runs on the flush timer's goroutine.
+func (p *Publisher) flushWindow() {
+	p.pending.Store(false)
+	p.s.wake()
 }
 
 // playable reports whether the stream can be offered to players after au.
@@ -163,6 +183,9 @@ func (p *Publisher) Close() {
 		return
 	}
 	p.closed = true
+	if p.flush != nil {
+		p.flush.Stop()
+	}
 	p.s.detachPublisher(p)
 	// Readers waiting in a merge window must see the last units now.
 	p.s.wake()
