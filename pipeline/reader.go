@@ -88,9 +88,11 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 			continue
 		default:
 		}
+		// No case for s.done: end() closes done and then wakes readers, and
+		// the check above catches an end that came before notify was
+		// loaded. A two-way select is measurably cheaper per wake-up.
 		select {
 		case <-*notify:
-		case <-s.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -177,11 +177,6 @@ server {
 }
 ingest "rtmp" {
   listen = "127.0.0.1:$RTMP_PORT"
-  # The RTMP ingest leaves the handshake's write deadline on a publishing
-  # connection, so the first acknowledgement it sends after this timeout
-  # (every 2.5 MB: 10-20 s into a 2 Mbit/s publish) fails and ends the
-  # publish. A long timeout keeps the runs clean until that is fixed.
-  handshake_timeout = "10m"
 }
 pipeline "live" {
   match      = "live/*"

@@ -216,8 +216,15 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, path strin
 	c.log.Info("publish started")
 
 	d := demuxer{flvdemux.Demuxer{Sink: pub, Log: c.log}}
+	var refresh time.Time
 	for {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.idle))
+		// Both directions: the library writes acknowledgements from inside
+		// Read, so the handshake's write deadline must not outlive the
+		// handshake. Refreshed every half idle period, not every message.
+		if now := time.Now(); now.After(refresh) {
+			_ = c.nc.SetDeadline(now.Add(c.s.cfg.idle))
+			refresh = now.Add(c.s.cfg.idle / 2)
+		}
 		msg, err := sc.Read()
 		if err == nil {
 			err = d.handle(msg)
@@ -315,6 +322,11 @@ func (c *conn) writeMedia(ctx context.Context, r *pipeline.Reader) (int64, error
 		total int64
 		sent  [2]*pipeline.Track
 		iov   = make(net.Buffers, 0, 64)
+		// all is what WriteTo consumes; declared once, since a variable
+		// declared in the loop escapes (WriteTo has a pointer receiver) and
+		// would cost an allocation per write.
+		all     net.Buffers
+		refresh time.Time
 	)
 	if md := r.Stream().Metadata(); md != nil {
 		iov = append(iov, md.Wire(pipeline.WireRTMP, wire.RTMPMetadataMessage).Bufs...)
@@ -334,8 +346,13 @@ func (c *conn) writeMedia(ctx context.Context, r *pipeline.Reader) (int64, error
 			}
 			iov = append(iov, au.Wire(pipeline.WireRTMP, wire.RTMPMessage).Bufs...)
 		}
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.write))
-		all := iov
+		// The deadline is moved every half write timeout, not every batch:
+		// a stuck player is still cut after between half and all of it.
+		if now := time.Now(); now.After(refresh) {
+			_ = c.nc.SetWriteDeadline(now.Add(c.s.cfg.write))
+			refresh = now.Add(c.s.cfg.write / 2)
+		}
+		all = iov
 		n, err := all.WriteTo(c.nc)
 		total += n
 		clear(iov) // drop references to units the ring may recycle

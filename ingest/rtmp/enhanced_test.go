@@ -13,6 +13,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 
+	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/media/flv"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
 )
@@ -189,4 +190,58 @@ func TestEnhancedRTMPHEVCAndOpus(t *testing.T) {
 			t.Errorf("sequence headers at %d (video) and %d (audio), first frame at %d", seqV, seqA, firstFrame)
 		}
 	})
+}
+
+// TestLongPublishOutlivesTheHandshakeDeadline publishes past the handshake
+// timeout and past the 2.5 MB after which the server acknowledges what it
+// received: the acknowledgement is written from inside the read loop, and
+// must not hit a deadline left over from the handshake.
+func TestLongPublishOutlivesTheHandshakeDeadline(t *testing.T) {
+	src, err := os.ReadFile(sluicetest.Fixture("hevc.h265"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, vps, sps, pps := hevcAccessUnits(t, src)
+	srv, ra, _ := start(t, "") // handshake_timeout = 500ms
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u, _ := url.Parse("rtmp://" + ra + "/live/long")
+	pub := &gortmplib.Client{URL: u, Publish: true}
+	if err := pub.Initialize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	video := &gortmplib.Track{Codec: &codecs.H265{VPS: vps, SPS: sps, PPS: pps}}
+	w := &gortmplib.Writer{Conn: pub, Tracks: []*gortmplib.Track{video}}
+	if err := w.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	// 100 KB of filler data (NAL type 38) makes each frame big enough to
+	// cross the acknowledgement window in 40 frames.
+	filler := append([]byte{38 << 1, 1}, bytes.Repeat([]byte{0xff}, 100<<10)...)
+	s := func() *pipeline.Stream { return srv.Graph.Hub.Stream("live/long") }
+	for i := range 80 {
+		pts := time.Duration(i) * time.Second / 30
+		au := append(append([][]byte{}, aus[i%len(aus)]...), filler)
+		if err := w.WriteH265(video, pts, pts, au); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if i == 0 {
+			sluicetest.Eventually(t, 10*time.Second, func() bool { return s() != nil }, "never published")
+			// Outlive the handshake deadline before the big frames.
+			time.Sleep(time.Second)
+		}
+	}
+	// Everything written arrives and the publisher is still there.
+	sluicetest.Eventually(t, 10*time.Second, func() bool {
+		info := s().Info()
+		return info.Units >= 80
+	}, "the server stopped reading the publisher")
+	if st := s().Info().State; st != "live" {
+		t.Fatalf("stream state %q after 8 MB: the publisher was cut off", st)
+	}
+	if err := w.WriteH265(video, 3*time.Second, 3*time.Second, aus[0]); err != nil {
+		t.Fatalf("the server closed the publisher: %v", err)
+	}
+	sluicetest.Eventually(t, 10*time.Second, func() bool { return s().Info().State == "live" && s().Info().Units >= 81 }, "last frame lost")
 }

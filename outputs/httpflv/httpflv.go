@@ -206,6 +206,11 @@ func (o *Output) stream(ctx context.Context, nc net.Conn, rd *pipeline.Reader, c
 		sent    [2]*pipeline.Track
 		iov     = make(net.Buffers, 0, 64)
 		sizeBuf = make([]byte, 0, 18)
+		// all is what WriteTo consumes; declared once, since a variable
+		// declared in the loop escapes (WriteTo has a pointer receiver) and
+		// would cost an allocation per write.
+		all     net.Buffers
+		refresh time.Time
 	)
 	fileHeader := flv.AppendFileHeader(nil, audio != nil, video != nil)
 	iov = append(iov, nil, fileHeader) // iov[0] is the chunk size line
@@ -227,7 +232,7 @@ func (o *Output) stream(ctx context.Context, nc net.Conn, rd *pipeline.Reader, c
 			}
 			iov = append(iov, au.Wire(pipeline.WireFLV, wire.FLVTag).Bufs...)
 		}
-		all := iov[1:]
+		all = iov[1:]
 		if chunked {
 			size := 0
 			for _, b := range all {
@@ -239,7 +244,12 @@ func (o *Output) stream(ctx context.Context, nc net.Conn, rd *pipeline.Reader, c
 			iov = append(iov, crlf)
 			all = iov
 		}
-		_ = nc.SetWriteDeadline(time.Now().Add(o.cfg.write))
+		// The deadline is moved every half write timeout, not every batch:
+		// a stuck player is still cut after between half and all of it.
+		if now := time.Now(); now.After(refresh) {
+			_ = nc.SetWriteDeadline(now.Add(o.cfg.write))
+			refresh = now.Add(o.cfg.write / 2)
+		}
 		n, err := all.WriteTo(nc)
 		total += n
 		clear(iov)
