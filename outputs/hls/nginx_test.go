@@ -110,6 +110,10 @@ pipeline "ll" {
   match = "ll/*"
   output "hls" { variant = "lowLatency" }
 }
+pipeline "fm" {
+  match = "fm/*"
+  output "hls" { variant = "fmp4" }
+}
 `, nil)
 	cdn := startNginx(t, srv.http)
 	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+srv.rtmp+"/live/cdn")
@@ -168,8 +172,13 @@ pipeline "ll" {
 	if r := get(t, "http://"+cdn+"/live/none/index.m3u8"); r.status != http.StatusNotFound {
 		t.Errorf("missing stream through nginx: %d", r.status)
 	}
-	stderr := sluicetest.Decode(t, base+"index.m3u8", 40*time.Second, "-t", "6")
-	if bad := decodeErrors(stderr); len(bad) > 0 {
-		t.Errorf("ffmpeg through nginx reported:\n%s", strings.Join(bad, "\n"))
+	// Every variant plays through the cache.
+	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+srv.rtmp+"/fm/cdn")
+	waitPlaylist(t, "http://"+cdn+"/fm/cdn/index.m3u8")
+	for _, u := range []string{base, llBase, "http://" + cdn + "/fm/cdn/"} {
+		stderr := sluicetest.Decode(t, u+"index.m3u8", 40*time.Second, "-t", "6")
+		if bad := decodeErrors(stderr); len(bad) > 0 {
+			t.Errorf("ffmpeg through nginx (%s) reported:\n%s", u, strings.Join(bad, "\n"))
+		}
 	}
 }
