@@ -256,7 +256,11 @@ pipeline "live" {
   publisher_grace = "0s"
   transcode "abr" {
     plugin     = plugin.ffmpeg
-    renditions = ["144p"]
+    renditions = ["144p", "90p"]
+  }
+  output "hls" {
+    variant = "fmp4"
+    master  = true
   }
 }
 `, bin))
@@ -279,6 +283,22 @@ pipeline "live" {
 	if s := g.Hub.Stream("live/cam1_144p_144p"); s != nil {
 		t.Fatalf("the rendition was transcoded again")
 	}
+	// HLS groups the renditions into one multivariant playlist.
+	httpAddr := g.Addr("server.http").String()
+	var master string
+	sluicetest.Eventually(t, 30*time.Second, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/live/cam1/master.m3u8")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		master = string(b)
+		return resp.StatusCode == http.StatusOK && strings.Contains(master, "RESOLUTION=256x144") && strings.Contains(master, "RESOLUTION=160x90")
+	}, "master.m3u8 does not list both renditions:\n%s", master)
+	if !strings.Contains(master, "cam1_144p") || !strings.Contains(master, "cam1_90p") || !strings.Contains(master, "BANDWIDTH=") {
+		t.Errorf("master playlist:\n%s", master)
+	}
 	_ = pub.Process.Kill()
 	_ = pub.Wait()
 	c := h.Plugin("ffmpeg").m
@@ -292,7 +312,7 @@ pipeline "live" {
 	if n := c.transcodes("ffmpeg", "stream_started", "ok").Value(); n != 1 {
 		t.Errorf("stream_started calls = %d, want 1", n)
 	}
-	if !strings.Contains(logs.String(), "encoding live/cam1 into 1 renditions") {
+	if !strings.Contains(logs.String(), "encoding live/cam1 into 2 renditions") {
 		t.Errorf("plugin stderr not in the log")
 	}
 }
