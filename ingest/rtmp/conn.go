@@ -115,8 +115,43 @@ func (c *conn) authorize(ctx context.Context, sc *gortmplib.ServerConn, action p
 	if reason == "" {
 		reason = "not authorized"
 	}
+	if d.Redirect != "" {
+		c.redirect(sc, action, path, d.Redirect)
+		return false
+	}
 	c.refuse(sc, "denied", fmt.Sprintf("%s %s: %s", action, path, reason))
 	return false
+}
+
+// redirect refuses a publish or play with the RTMP redirect convention:
+// an error status whose "ex" object carries code 302 and the URL to use,
+// as Flash-era servers answer a rejected connect. Clients that understand
+// it (custom players, some relays) follow it; others see the error.
+func (c *conn) redirect(sc *gortmplib.ServerConn, action pipeline.Action, path, to string) {
+	code := "NetStream.Play.Failed"
+	if sc.Publish {
+		code = "NetStream.Publish.Rejected"
+	}
+	c.s.m.rejected.With("redirected").Inc()
+	c.log.Info("request redirected", "action", action, "to", to)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = sc.Write(&message.CommandAMF0{
+		ChunkStreamID:   statusChunkStreamID,
+		MessageStreamID: statusStreamID,
+		Name:            "onStatus",
+		Arguments: []any{
+			nil,
+			amf0.Object{
+				{Key: "level", Value: "error"},
+				{Key: "code", Value: code},
+				{Key: "description", Value: fmt.Sprintf("%s %s: redirected to %s", action, path, to)},
+				{Key: "ex", Value: amf0.Object{
+					{Key: "code", Value: float64(302)},
+					{Key: "redirect", Value: to},
+				}},
+			},
+		},
+	})
 }
 
 // notify tells the authorizer a publisher or player left.
@@ -286,6 +321,7 @@ func (c *conn) play(ctx context.Context, sc *gortmplib.ServerConn, path string, 
 		cancel()
 	}()
 	n, err := c.writeMedia(pctx, r)
+	n += r.DirectWritten()
 	c.s.m.bytesOut.Add(uint64(n))
 
 	cause := causeOf(ctx, err)
@@ -331,6 +367,9 @@ func (c *conn) writeMedia(ctx context.Context, r *pipeline.Reader) (int64, error
 	if md := r.Stream().Metadata(); md != nil {
 		iov = append(iov, md.Wire(pipeline.WireRTMP, wire.RTMPMetadataMessage).Bufs...)
 	}
+	// In latency mode, the stream's writers send the units of a player
+	// that keeps up; Next returns the rest.
+	r.Direct(c.nc, pipeline.DirectOptions{Format: pipeline.WireRTMP, Encode: wire.RTMPMessage, WriteTimeout: c.s.cfg.write})
 	for {
 		batch, err := r.Next(ctx)
 		if err != nil {

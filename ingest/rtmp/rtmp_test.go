@@ -544,3 +544,66 @@ func TestShutdownTellsPlayers(t *testing.T) {
 		t.Fatalf("HTTP-FLV player ended with %v, want a clean end of body", err)
 	}
 }
+
+// pathAuth decides by stream path: live/denied is refused with a reason,
+// live/moved is redirected, everything else is allowed.
+type pathAuth struct{}
+
+func (pathAuth) Authorize(_ context.Context, r pipeline.AuthRequest) pipeline.AuthDecision {
+	switch r.Path {
+	case "live/denied":
+		return pipeline.AuthDecision{Reason: "no such key"}
+	case "live/moved":
+		return pipeline.AuthDecision{Redirect: "rtmp://elsewhere.example/live/moved"}
+	}
+	return pipeline.AuthDecision{Allow: true}
+}
+
+func (pathAuth) Notify(context.Context, pipeline.AuthRequest) {}
+
+// TestAuthDenyAndRedirect: a denied publish or play fails with an error
+// status carrying the reason; a redirect carries code 302 and the URL.
+func TestAuthDenyAndRedirect(t *testing.T) {
+	ffmpeg := sluicetest.Tool(t, "ffmpeg")
+	srv := sluicetest.StartWith(t, kinds(), `
+server {
+  http = "127.0.0.1:0"
+  api  = ""
+}
+ingest "rtmp" { listen = "127.0.0.1:0" }
+pipeline "live" {
+  match = "live/*"
+  output "http_flv" {}
+}
+`, pipeline.BuildOptions{Authorizers: map[string]pipeline.Authorizer{"live": pathAuth{}}})
+	ra := srv.Addr("ingest.rtmp")
+
+	out, err := exec.Command(ffmpeg, "-v", "error", "-i", sluicetest.Fixture("av.mp4"), "-c", "copy", "-f", "flv", "rtmp://"+ra+"/live/denied").CombinedOutput()
+	if err == nil {
+		t.Fatal("a denied publish succeeded")
+	}
+	if !strings.Contains(string(out), "no such key") {
+		t.Errorf("ffmpeg does not show the reason:\n%s", out)
+	}
+
+	for _, tc := range []struct{ path, want string }{
+		{"live/denied", "no such key"},
+		{"live/moved", "rtmp://elsewhere.example/live/moved"},
+	} {
+		u, _ := url.Parse("rtmp://" + ra + "/" + tc.path)
+		c := &gortmplib.Client{URL: u}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Initialize(ctx)
+		cancel()
+		if err == nil {
+			c.Close()
+			t.Fatalf("play %s was accepted", tc.path)
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("play %s: %v, want it to mention %q", tc.path, err, tc.want)
+		}
+	}
+	if got := srv.Logs.String(); !strings.Contains(got, "request redirected") {
+		t.Errorf("no log line for the redirect")
+	}
+}

@@ -74,6 +74,12 @@ func (s *Server) Addr(stage string) string {
 // diagnostic.
 func Start(t testing.TB, kinds *pipeline.Kinds, src string) *Server {
 	t.Helper()
+	return StartWith(t, kinds, src, pipeline.BuildOptions{})
+}
+
+// StartWith is Start with build options, such as test authorizers.
+func StartWith(t testing.TB, kinds *pipeline.Kinds, src string, opts pipeline.BuildOptions) *Server {
+	t.Helper()
 	f, diags := config.Parse("test.hcl", []byte(src), config.Options{Kinds: kinds})
 	if diags.HasErrors() {
 		var b bytes.Buffer
@@ -82,7 +88,7 @@ func Start(t testing.TB, kinds *pipeline.Kinds, src string) *Server {
 	}
 	logs := &LogBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g, diags := pipeline.Build(f, kinds, log)
+	g, diags := pipeline.BuildWith(f, kinds, log, opts)
 	if diags.HasErrors() {
 		var b bytes.Buffer
 		_ = config.WriteDiagnostics(&b, f.Files, diags, 78, false)
