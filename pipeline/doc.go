@@ -43,6 +43,26 @@
 // throughput mode the publisher wakes readers at most once per merge window,
 // trading a bounded delay for far fewer wakeups and system calls.
 //
+// # Direct writes in latency mode
+//
+// In latency mode every unit is written at once, and waking one goroutine per
+// player for every frame would cost more than the write itself. So a player
+// output (RTMP, HTTP-FLV) that keeps up hands its socket to the stream
+// (Reader.Direct): its goroutine parks on a channel of its own, and a few
+// writer goroutines per stream (one per CPU, each serving a shard of the
+// direct readers, started by the first and stopped when the stream ends) put
+// each new unit's shared wire bytes on every parked reader's socket with one
+// non-blocking writev, the way an event loop would. The publisher only kicks
+// the writers. A writer that cannot finish in that one call (the socket is
+// full or takes part of it), or finds the reader lagging, a new track whose
+// sequence header must go first, or the stream ended, hands the socket back
+// with whatever bytes remain: the goroutine writes them, with the output's
+// write timeout, before anything else, then reads the ring as any reader
+// would until it has caught up and parks again. A per-reader lock held for
+// each attempt makes the writers and the goroutine take turns on the socket,
+// so bytes are never interleaved, lost or repeated, and a stuck player is
+// still cut by its write timeout or dropped by the lag rules.
+//
 // # Waiting readers and publisher reconnects
 //
 // A player may arrive before its publisher; Hub.Play waits up to the

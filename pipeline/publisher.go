@@ -120,6 +120,7 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	}
 	if w := s.opts.MergeWindow; w <= 0 {
 		s.wake()
+		s.kickDirect()
 	} else if now := time.Now(); now.Sub(p.lastNotify) >= w {
 		p.lastNotify = now
 		s.wake()

@@ -16,7 +16,8 @@ const (
 	skipWindow = time.Minute
 )
 
-// Reader is one consumer's cursor on a stream. It is used from one goroutine.
+// Reader is one consumer's cursor on a stream. It is used from one goroutine
+// (with Direct, the stream's writers advance it while that goroutine waits).
 type Reader struct {
 	s       *Stream
 	info    ClientInfo
@@ -24,6 +25,11 @@ type Reader struct {
 	waitKey bool
 	batch   []*AccessUnit
 	closed  bool
+
+	// sent is the track of the last unit of each kind Next returned: the
+	// one whose sequence header the output has sent.
+	sent [numKinds]*Track
+	d    *direct // set by Direct
 
 	skips      int
 	skipsSince time.Time
@@ -72,6 +78,7 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 					r.waitKey = false
 				}
 				b = append(b, au)
+				r.sent[au.Track.Kind()] = au.Track
 			}
 			r.cursor = c
 			r.batch = b
@@ -87,6 +94,12 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 			}
 			continue
 		default:
+		}
+		if r.d != nil && !r.waitKey {
+			if err := r.park(ctx); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		// No case for s.done: end() closes done and then wakes readers, and
 		// the check above catches an end that came before notify was
@@ -147,5 +160,8 @@ func (r *Reader) Close() {
 		return
 	}
 	r.closed = true
+	if r.d != nil {
+		r.leaveDirect()
+	}
 	r.s.readers.Add(-1)
 }

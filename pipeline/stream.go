@@ -24,6 +24,9 @@ type Stream struct {
 	// in latency mode, at most once per merge window in throughput mode.
 	notify atomic.Pointer[chan struct{}]
 
+	// direct writes caught-up direct readers' units in latency mode.
+	direct directWriters
+
 	ready     chan struct{} // closed once, when the stream first becomes playable
 	readyOnce sync.Once
 	done      chan struct{} // closed when the stream ends

@@ -321,6 +321,7 @@ func (c *conn) play(ctx context.Context, sc *gortmplib.ServerConn, path string, 
 		cancel()
 	}()
 	n, err := c.writeMedia(pctx, r)
+	n += r.DirectWritten()
 	c.s.m.bytesOut.Add(uint64(n))
 
 	cause := causeOf(ctx, err)
@@ -366,6 +367,9 @@ func (c *conn) writeMedia(ctx context.Context, r *pipeline.Reader) (int64, error
 	if md := r.Stream().Metadata(); md != nil {
 		iov = append(iov, md.Wire(pipeline.WireRTMP, wire.RTMPMetadataMessage).Bufs...)
 	}
+	// In latency mode, the stream's writers send the units of a player
+	// that keeps up; Next returns the rest.
+	r.Direct(c.nc, pipeline.DirectOptions{Format: pipeline.WireRTMP, Encode: wire.RTMPMessage, WriteTimeout: c.s.cfg.write})
 	for {
 		batch, err := r.Next(ctx)
 		if err != nil {

@@ -149,6 +149,7 @@ func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string)
 
 	chunked := r.ProtoAtLeast(1, 1)
 	n, err := o.stream(ctx, nc, rd, chunked)
+	n += rd.DirectWritten()
 	cause := "client_closed"
 	switch {
 	case errors.Is(err, pipeline.ErrStreamEnded):
@@ -217,6 +218,9 @@ func (o *Output) stream(ctx context.Context, nc net.Conn, rd *pipeline.Reader, c
 	if md := s.Metadata(); md != nil {
 		iov = append(iov, md.Wire(pipeline.WireFLV, wire.FLVMetadataTag).Bufs...)
 	}
+	// In latency mode, the stream's writers send the tags of a player that
+	// keeps up, each write one chunk; Next returns the rest.
+	rd.Direct(nc, pipeline.DirectOptions{Format: pipeline.WireFLV, Encode: wire.FLVTag, Chunked: chunked, WriteTimeout: o.cfg.write})
 	for {
 		batch, err := rd.Next(ctx)
 		if err != nil {
