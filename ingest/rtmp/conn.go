@@ -317,7 +317,14 @@ func (c *conn) play(ctx context.Context, sc *gortmplib.ServerConn, path string, 
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		_, _ = io.Copy(io.Discard, c.nc)
+		// A small buffer on the goroutine's stack: io.Discard would hold
+		// an 8 KiB pooled buffer per idle player for the whole session.
+		var b [256]byte
+		for {
+			if _, err := c.nc.Read(b[:]); err != nil {
+				break
+			}
+		}
 		cancel()
 	}()
 	n, err := c.writeMedia(pctx, r)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -143,7 +142,14 @@ func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string)
 	drained := make(chan struct{})
 	go func() {
 		defer close(drained)
-		_, _ = io.Copy(io.Discard, nc)
+		// A small buffer on the goroutine's stack: io.Discard would hold
+		// an 8 KiB pooled buffer per idle player for the whole session.
+		var b [256]byte
+		for {
+			if _, err := nc.Read(b[:]); err != nil {
+				break
+			}
+		}
 		cancel()
 	}()
 
