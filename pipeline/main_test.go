@@ -1,40 +1,10 @@
 package pipeline
 
 import (
-	"fmt"
-	"os"
-	"runtime"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/sluice-media/sluice/pipeline/sluicetest/leakcheck"
 )
 
-// TestMain fails the package if goroutines outlive the tests: every
-// goroutine the core starts has an owner that stops it.
-func TestMain(m *testing.M) {
-	before := runtime.NumGoroutine()
-	code := m.Run()
-	if code == 0 {
-		if err := checkGoroutines(before); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func checkGoroutines(before int) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= before {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			return fmt.Errorf("goroutine leak: %d goroutines at start, %d after the tests:\n%s", before, n, strings.TrimSpace(string(buf)))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// TestMain fails the package if goroutines outlive the tests: every goroutine the core starts has an owner that stops it.
+func TestMain(m *testing.M) { leakcheck.Main(m) }
