@@ -120,18 +120,28 @@ func FLVMetadataTag(m *pipeline.Metadata) *pipeline.Wire {
 	return flvTag(flv.TagScript, 0, func(b []byte) []byte { return b }, m.Body)
 }
 
+// flvWire holds an FLV tag's Wire, its pieces and its small header bytes
+// in one allocation: a unit costs one allocation per format, not three.
+type flvWire struct {
+	w    pipeline.Wire
+	bufs [3][]byte
+	hdr  [flv.TagHeaderSize + 16 + 4]byte
+}
+
 // flvTag lays a tag out as [tag header + body header] [payload] [previous tag
-// size]; the two small pieces share one allocation and the payload is not
-// copied.
+// size]; the two small pieces share one allocation with the Wire itself and
+// the payload is not copied.
 func flvTag(typ uint8, ts uint32, header func([]byte) []byte, payload []byte) *pipeline.Wire {
-	buf := make([]byte, flv.TagHeaderSize, flv.TagHeaderSize+16+4)
-	buf = header(buf)
+	x := new(flvWire)
+	buf := header(x.hdr[: flv.TagHeaderSize : len(x.hdr)-4])
 	size := len(buf) - flv.TagHeaderSize + len(payload)
 	flv.PutTagHeader(buf, typ, size, ts)
 	pre := buf[:len(buf):len(buf)]
-	post := buf[len(buf) : len(buf)+4]
+	post := x.hdr[len(buf) : len(buf)+4 : len(buf)+4]
 	flv.PutPrevTagSize(post, uint32(flv.TagHeaderSize+size))
-	return pipeline.NewWire(pre, payload, post)
+	x.bufs = [3][]byte{pre, payload, post}
+	x.w = pipeline.Wire{Bufs: x.bufs[:], Len: len(pre) + len(payload) + 4}
+	return &x.w
 }
 
 // RTMPMessage encodes au as one RTMP message in chunks of RTMPChunkSize with
@@ -166,13 +176,23 @@ func RTMPMetadataMessage(m *pipeline.Metadata) *pipeline.Wire {
 	return rtmpMessage(rtmpCSIDData, flv.TagScript, 0, nil, m.Body)
 }
 
+// rtmpWire holds an RTMP message's Wire, its pieces and its header bytes
+// in one allocation (a message of several chunks adds its piece list).
+type rtmpWire struct {
+	w    pipeline.Wire
+	bufs [2][]byte
+	hdr  [40]byte // a type 0 header (at most 16 bytes) and the body header
+	cont [5]byte  // the type 3 header of continuation chunks
+}
+
 // rtmpMessage cuts head+payload into chunks: a type 0 header, then a type 3
 // header before every further RTMPChunkSize bytes (RTMP §5.3.1). Chunk
 // boundaries fall inside payload, which is referenced, not copied.
 func rtmpMessage(csid, typ byte, ts uint32, head, payload []byte) *pipeline.Wire {
 	size := len(head) + len(payload)
 	ext := ts >= 0xFFFFFF
-	hdr := make([]byte, 0, 16+len(head))
+	x := new(rtmpWire)
+	hdr := x.hdr[:0] // append moves it to the heap only for an unusually long head
 	hdr = append(hdr, csid)
 	if ext {
 		hdr = append(hdr, 0xFF, 0xFF, 0xFF)
@@ -186,11 +206,13 @@ func rtmpMessage(csid, typ byte, ts uint32, head, payload []byte) *pipeline.Wire
 	}
 	hdr = append(hdr, head...)
 	if size <= RTMPChunkSize {
-		return pipeline.NewWire(hdr, payload)
+		x.bufs = [2][]byte{hdr, payload}
+		x.w = pipeline.Wire{Bufs: x.bufs[:], Len: len(hdr) + len(payload)}
+		return &x.w
 	}
 	// Continuation headers repeat the extended timestamp when the first
 	// header had one, as RTMP §5.3.1.3 and the common implementations do.
-	cont := []byte{0xC0 | csid}
+	cont := append(x.cont[:0], 0xC0|csid)
 	if ext {
 		cont = binary.BigEndian.AppendUint32(cont, ts)
 	}
@@ -202,5 +224,6 @@ func rtmpMessage(csid, typ byte, ts uint32, head, payload []byte) *pipeline.Wire
 		bufs = append(bufs, cont, rest[:n])
 		rest = rest[n:]
 	}
-	return pipeline.NewWire(bufs...)
+	x.w = pipeline.Wire{Bufs: bufs, Len: len(hdr) + len(payload) + (len(bufs)/2-1)*len(cont)}
+	return &x.w
 }
