@@ -6,7 +6,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -15,42 +14,6 @@ import (
 	"github.com/sluice-media/sluice/pipeline/media/flv"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
 )
-
-// annexBUnits splits an Annex-B H.265 stream whose access units each begin
-// with an access unit delimiter into access units, and returns the
-// parameter sets.
-func annexBUnits(t *testing.T, b []byte) (aus [][][]byte, vps, sps, pps []byte) {
-	t.Helper()
-	var cur [][]byte
-	for _, n := range bytes.Split(b, []byte{0, 0, 1}) {
-		n = bytes.TrimRight(n, "\x00")
-		if len(n) == 0 {
-			continue
-		}
-		switch n[0] >> 1 & 0x3f {
-		case 35: // access unit delimiter
-			if len(cur) > 0 {
-				aus = append(aus, cur)
-			}
-			cur = nil
-		case 32:
-			vps = n
-		case 33:
-			sps = n
-		case 34:
-			pps = n
-		default:
-			cur = append(cur, n)
-		}
-	}
-	if len(cur) > 0 {
-		aus = append(aus, cur)
-	}
-	if vps == nil || sps == nil || pps == nil || len(aus) == 0 {
-		t.Fatal("hevc.h265 has no parameter sets or no pictures")
-	}
-	return aus, vps, sps, pps
-}
 
 // irap reports whether an access unit's picture is a random access point
 // (H.265 §7.4.2.2: VCL NAL unit types 16 to 23).
@@ -68,11 +31,7 @@ func irap(au [][]byte) bool {
 // it back over HTTP-FLV: the sequence header is the one sent, the first
 // picture is the keyframe the bitstream says it is, and the clock is kept.
 func TestPushEnhancedHEVC(t *testing.T) {
-	src, err := os.ReadFile(sluicetest.Fixture("hevc.h265"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, vps, sps, pps := annexBUnits(t, src)
+	aus, vps, sps, pps := sluicetest.HEVCFixture(t)
 	config := hvcC(vps, sps, pps)
 	body := flv.AppendFileHeader(nil, false, true)
 	body = append(body, tagBytes(flv.TagVideo, 0, enhancedVideo(flv.FourCCHEVC, true, flv.PacketSequenceStart, 0, config))...)

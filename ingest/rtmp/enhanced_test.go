@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/url"
-	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,63 +17,12 @@ import (
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
 )
 
-// hevcAccessUnits splits an Annex-B H.265 stream whose access units each
-// begin with an access unit delimiter (x265's aud=1) into access units of
-// NAL units, and returns the parameter sets of the first one.
-func hevcAccessUnits(t *testing.T, b []byte) (aus [][][]byte, vps, sps, pps []byte) {
-	t.Helper()
-	var nalus [][]byte
-	for len(b) > 0 {
-		i := bytes.Index(b, []byte{0, 0, 1})
-		if i < 0 {
-			break
-		}
-		b = b[i+3:]
-		j := bytes.Index(b, []byte{0, 0, 1})
-		if j < 0 {
-			j = len(b)
-		}
-		n := bytes.TrimRight(b[:j], "\x00")
-		nalus = append(nalus, n)
-		b = b[j:]
-	}
-	var cur [][]byte
-	for _, n := range nalus {
-		switch typ := n[0] >> 1 & 0x3f; typ {
-		case 35: // access unit delimiter
-			if len(cur) > 0 {
-				aus = append(aus, cur)
-			}
-			cur = nil
-		case 32:
-			vps = n
-		case 33:
-			sps = n
-		case 34:
-			pps = n
-		default:
-			cur = append(cur, n)
-		}
-	}
-	if len(cur) > 0 {
-		aus = append(aus, cur)
-	}
-	if vps == nil || sps == nil || pps == nil {
-		t.Fatal("fixture has no parameter sets")
-	}
-	return aus, vps, sps, pps
-}
-
 // TestEnhancedRTMPHEVCAndOpus publishes H.265 and Opus over enhanced RTMP
 // (the FourCC headers; Debian's ffmpeg cannot send them, so the RTMP
 // library publishes) and checks that RTMP play and HTTP-FLV play give the
 // same codecs back, starting with the sequence headers and a keyframe.
 func TestEnhancedRTMPHEVCAndOpus(t *testing.T) {
-	src, err := os.ReadFile(sluicetest.Fixture("hevc.h265"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, vps, sps, pps := hevcAccessUnits(t, src)
+	aus, vps, sps, pps := sluicetest.HEVCFixture(t)
 
 	srv, ra, ha := start(t, "gop_cache = 1")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -197,11 +145,7 @@ func TestEnhancedRTMPHEVCAndOpus(t *testing.T) {
 // received: the acknowledgement is written from inside the read loop, and
 // must not hit a deadline left over from the handshake.
 func TestLongPublishOutlivesTheHandshakeDeadline(t *testing.T) {
-	src, err := os.ReadFile(sluicetest.Fixture("hevc.h265"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	aus, vps, sps, pps := hevcAccessUnits(t, src)
+	aus, vps, sps, pps := sluicetest.HEVCFixture(t)
 	srv, ra, _ := start(t, "") // handshake_timeout = 500ms
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -124,56 +124,6 @@ func waitExit(t *testing.T, cmd *exec.Cmd, within time.Duration) {
 	}
 }
 
-// probe is what the e2e tests read back from a file.
-type probe struct {
-	duration   float64
-	firstVideo float64
-	firstAudio float64
-	keyFirst   bool
-}
-
-// check asserts H.264 + AAC, monotonic DTS, audio and video starting
-// within 100 ms of each other, video starting on a keyframe and a clean
-// decode, and returns what it measured.
-func check(t *testing.T, file string) probe {
-	t.Helper()
-	p := sluicetest.RunProbe(t, file, 30*time.Second, "-show_packets")
-	if got := p.Codecs(); got != "h264+aac" {
-		t.Fatalf("%s: codecs %q, want h264+aac", file, got)
-	}
-	var res probe
-	res.duration, _ = strconv.ParseFloat(p.Format.Duration, 64)
-	first := map[string]float64{}
-	last := map[string]float64{}
-	for _, pk := range p.Packets {
-		dts, err := strconv.ParseFloat(pk.DTSTime, 64)
-		if err != nil {
-			continue
-		}
-		if prev, ok := last[pk.CodecType]; ok && dts < prev {
-			t.Fatalf("%s: %s DTS went back from %v to %v", file, pk.CodecType, prev, dts)
-		}
-		last[pk.CodecType] = dts
-		if _, ok := first[pk.CodecType]; !ok {
-			first[pk.CodecType] = dts
-			if pk.CodecType == "video" {
-				res.keyFirst = strings.Contains(pk.Flags, "K")
-			}
-		}
-	}
-	res.firstVideo, res.firstAudio = first["video"], first["audio"]
-	if !res.keyFirst {
-		t.Fatalf("%s: the first video packet is not a keyframe", file)
-	}
-	if d := res.firstVideo - res.firstAudio; d > 0.1 || d < -0.1 {
-		t.Fatalf("%s: video starts at %.3f s, audio at %.3f s", file, res.firstVideo, res.firstAudio)
-	}
-	if out := sluicetest.Decode(t, file, 60*time.Second); strings.TrimSpace(out) != "" {
-		t.Fatalf("%s: ffmpeg reports errors while decoding:\n%s", file, out)
-	}
-	return res
-}
-
 func TestRTMPPublishIsRecordedInBothFormats(t *testing.T) {
 	t.Parallel() // real-time publishing: the servers are mostly idle
 	dir := t.TempDir()
@@ -191,10 +141,10 @@ func TestRTMPPublishIsRecordedInBothFormats(t *testing.T) {
 			if filepath.Dir(ev.File) != filepath.Join(dir, "live", "cam1") {
 				t.Fatalf("file %s", ev.File)
 			}
-			res := check(t, ev.File)
+			res := sluicetest.CheckAV(t, ev.File)
 			// 4 s were sent; the recording may start up to a GOP late.
-			if res.duration < 2 || res.duration > 6 {
-				t.Fatalf("duration %.3f s for 4 s sent", res.duration)
+			if res.Duration < 2 || res.Duration > 6 {
+				t.Fatalf("duration %.3f s for 4 s sent", res.Duration)
 			}
 		})
 	}
@@ -221,12 +171,12 @@ func TestRTMPSegmentsStartOnKeyframes(t *testing.T) {
 				t.Fatalf("%d files, want 3", len(files))
 			}
 			for i, ev := range files {
-				res := check(t, ev.File) // the first video packet is a keyframe
-				if res.duration < 1 || res.duration > 3 {
-					t.Fatalf("segment %d: duration %.3f s", i, res.duration)
+				res := sluicetest.CheckAV(t, ev.File) // the first video packet is a keyframe
+				if res.Duration < 1 || res.Duration > 3 {
+					t.Fatalf("segment %d: duration %.3f s", i, res.Duration)
 				}
-				if res.firstVideo > 0.1 {
-					t.Fatalf("segment %d starts at %.3f s, not 0", i, res.firstVideo)
+				if res.FirstVideo > 0.1 {
+					t.Fatalf("segment %d starts at %.3f s, not 0", i, res.FirstVideo)
 				}
 			}
 		})

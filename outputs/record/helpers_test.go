@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -293,55 +292,6 @@ func listFiles(t *testing.T, dir string) []string {
 	})
 	sort.Strings(out)
 	return out
-}
-
-// probeResult is what checkRecording measured.
-type probeResult struct {
-	duration             float64
-	firstVideo, firstAud float64
-	videoPackets         int
-}
-
-// checkRecording asserts what every recording must be: H.264 + AAC,
-// monotonic DTS per stream, video starting on a keyframe, audio and video
-// starting within 100 ms of each other, and a clean decode.
-func checkRecording(t *testing.T, file string) probeResult {
-	t.Helper()
-	p := sluicetest.RunProbe(t, file, 30*time.Second, "-show_packets")
-	if got := p.Codecs(); got != "h264+aac" {
-		t.Fatalf("%s: codecs = %q, want h264+aac", file, got)
-	}
-	var res probeResult
-	res.duration, _ = strconv.ParseFloat(p.Format.Duration, 64)
-	last := map[string]float64{}
-	first := map[string]float64{}
-	for _, pk := range p.Packets {
-		dts, err := strconv.ParseFloat(pk.DTSTime, 64)
-		if err != nil {
-			continue
-		}
-		if prev, ok := last[pk.CodecType]; ok && dts < prev {
-			t.Fatalf("%s: %s DTS went back: %v after %v", file, pk.CodecType, dts, prev)
-		}
-		last[pk.CodecType] = dts
-		if _, ok := first[pk.CodecType]; !ok {
-			first[pk.CodecType] = dts
-			if pk.CodecType == "video" && !strings.Contains(pk.Flags, "K") {
-				t.Fatalf("%s: first video packet is not a keyframe (flags %q)", file, pk.Flags)
-			}
-		}
-		if pk.CodecType == "video" {
-			res.videoPackets++
-		}
-	}
-	res.firstVideo, res.firstAud = first["video"], first["audio"]
-	if d := res.firstVideo - res.firstAud; d > 0.1 || d < -0.1 {
-		t.Fatalf("%s: video starts at %.3f s, audio at %.3f s", file, res.firstVideo, res.firstAud)
-	}
-	if out := decodeErrors(t, file); out != "" {
-		t.Fatalf("%s: ffmpeg reports errors while decoding:\n%s", file, out)
-	}
-	return res
 }
 
 // decodeErrors decodes file with ffmpeg and returns what it reported.

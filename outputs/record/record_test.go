@@ -43,9 +43,9 @@ func TestRecordsOneFilePerPublish(t *testing.T) {
 			if ev.Duration < fx.dur-100*time.Millisecond || ev.Duration > fx.dur+100*time.Millisecond {
 				t.Fatalf("event duration %v, published %v", ev.Duration, fx.dur)
 			}
-			res := checkRecording(t, ev.File)
-			if res.duration < fx.dur.Seconds()-0.2 || res.duration > fx.dur.Seconds()+0.2 {
-				t.Fatalf("ffprobe duration %.3f s, published %v", res.duration, fx.dur)
+			res := sluicetest.CheckAV(t, ev.File)
+			if res.Duration < fx.dur.Seconds()-0.2 || res.Duration > fx.dur.Seconds()+0.2 {
+				t.Fatalf("ffprobe duration %.3f s, published %v", res.Duration, fx.dur)
 			}
 			if !strings.Contains(r.logs.String(), "recording finished") || !strings.Contains(r.counter("sluice_record_files_total"), " 1") {
 				t.Fatal("the finished file was not logged and counted")
@@ -83,7 +83,7 @@ func TestFLVMetadataFixedUpAtClose(t *testing.T) {
 	if w, _ := obj.GetFloat64("width"); w != 320 {
 		t.Fatalf("onMetaData width = %v: the tracks' description is missing", w)
 	}
-	checkRecording(t, ev.File)
+	sluicetest.CheckAV(t, ev.File)
 }
 
 func TestSegmentsStartAtKeyframes(t *testing.T) {
@@ -109,12 +109,12 @@ func TestSegmentsStartAtKeyframes(t *testing.T) {
 				if !strings.HasSuffix(ev.File, []string{"0001.", "0002.", "0003."}[i]+format) {
 					t.Fatalf("file %d is %q", i, ev.File)
 				}
-				res := checkRecording(t, ev.File)
-				if res.duration < 1.8 || res.duration > 2.2 {
-					t.Fatalf("%s: duration %.3f s, want 2 s", ev.File, res.duration)
+				res := sluicetest.CheckAV(t, ev.File)
+				if res.Duration < 1.8 || res.Duration > 2.2 {
+					t.Fatalf("%s: duration %.3f s, want 2 s", ev.File, res.Duration)
 				}
-				if res.firstVideo > 0.1 {
-					t.Fatalf("%s: timestamps start at %.3f s, not 0", ev.File, res.firstVideo)
+				if res.FirstVideo > 0.1 {
+					t.Fatalf("%s: timestamps start at %.3f s, not 0", ev.File, res.FirstVideo)
 				}
 			}
 			if got := listFiles(t, dir); len(got) != 3 {
@@ -147,7 +147,7 @@ func TestMaxSizeCutsAtKeyframes(t *testing.T) {
 		t.Fatalf("max_size 64KiB over ~200KB of media made %d files", len(evs))
 	}
 	for _, ev := range evs {
-		checkRecording(t, ev.File)
+		sluicetest.CheckAV(t, ev.File)
 	}
 }
 
@@ -173,9 +173,9 @@ func TestCodecChangeStartsANewFile(t *testing.T) {
 				t.Fatalf("files ended with %q and %q", evs[0].Reason, evs[1].Reason)
 			}
 			for _, ev := range evs {
-				res := checkRecording(t, ev.File)
-				if res.duration < 3.8 || res.duration > 4.2 {
-					t.Fatalf("%s: %.3f s, want 4 s", ev.File, res.duration)
+				res := sluicetest.CheckAV(t, ev.File)
+				if res.Duration < 3.8 || res.Duration > 4.2 {
+					t.Fatalf("%s: %.3f s, want 4 s", ev.File, res.Duration)
 				}
 			}
 			if got := listFiles(t, dir); len(got) != 2 {
@@ -217,9 +217,9 @@ func TestRepublishWithinGraceStartsANewFile(t *testing.T) {
 				t.Fatalf("one file for two publishes")
 			}
 			for _, ev := range []Event{first, second} {
-				res := checkRecording(t, ev.File)
-				if res.duration < 3.8 || res.duration > 4.2 {
-					t.Fatalf("%s: %.3f s, want 4 s", ev.File, res.duration)
+				res := sluicetest.CheckAV(t, ev.File)
+				if res.Duration < 3.8 || res.Duration > 4.2 {
+					t.Fatalf("%s: %.3f s, want 4 s", ev.File, res.Duration)
 				}
 			}
 			if got := listFiles(t, dir); len(got) != 2 {
@@ -241,8 +241,8 @@ func TestRepublishStartsANewFile(t *testing.T) {
 	if a.File == b.File || filepath.Join(dir, "live", "again.flv") != a.File || filepath.Join(dir, "live", "again-1.flv") != b.File {
 		t.Fatalf("files %q and %q", a.File, b.File)
 	}
-	checkRecording(t, a.File)
-	checkRecording(t, b.File)
+	sluicetest.CheckAV(t, a.File)
+	sluicetest.CheckAV(t, b.File)
 }
 
 func TestPathEscapesAreRefused(t *testing.T) {
@@ -327,9 +327,9 @@ func TestShutdownFinishesFiles(t *testing.T) {
 			if ev.Err != nil || ev.Reason != "shutdown" {
 				t.Fatalf("event %+v", ev)
 			}
-			res := checkRecording(t, ev.File)
-			if res.duration < 1 {
-				t.Fatalf("duration %.3f s", res.duration)
+			res := sluicetest.CheckAV(t, ev.File)
+			if res.Duration < 1 {
+				t.Fatalf("duration %.3f s", res.Duration)
 			}
 			if format == FormatMP4 {
 				if got := topBoxes(t, ev.File); len(got) < 3 || got[2] != "moof" {
@@ -363,9 +363,9 @@ func TestFaststart(t *testing.T) {
 		if st, err := os.Stat(ev.File); err != nil || st.Size() != ev.Bytes {
 			t.Fatalf("size %v, event %d", err, ev.Bytes)
 		}
-		res := checkRecording(t, ev.File)
-		if res.duration < 3.8 || res.duration > 4.2 {
-			t.Fatalf("duration %.3f s", res.duration)
+		res := sluicetest.CheckAV(t, ev.File)
+		if res.Duration < 3.8 || res.Duration > 4.2 {
+			t.Fatalf("duration %.3f s", res.Duration)
 		}
 	}
 	if got := listFiles(t, dir); len(got) != 2 {

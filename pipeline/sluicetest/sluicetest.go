@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -268,6 +269,93 @@ func Decode(t testing.TB, url string, timeout time.Duration, args ...string) str
 		t.Fatalf("ffmpeg decode %s: %v\n%s", url, err, stderr.String())
 	}
 	return stderr.String()
+}
+
+// AV is what CheckAV measured of a file, in seconds.
+type AV struct {
+	Duration               float64
+	FirstVideo, FirstAudio float64
+}
+
+// CheckAV asserts what every H.264 + AAC file Sluice writes must be: those
+// two codecs, DTS that never goes back within a stream, video starting on a
+// keyframe, audio and video starting within 100 ms of each other, and a
+// decode without a word from ffmpeg. It returns what it measured.
+func CheckAV(t testing.TB, file string) AV {
+	t.Helper()
+	p := RunProbe(t, file, 30*time.Second, "-show_packets")
+	if got := p.Codecs(); got != "h264+aac" {
+		t.Fatalf("%s: codecs %q, want h264+aac", file, got)
+	}
+	var res AV
+	res.Duration, _ = strconv.ParseFloat(p.Format.Duration, 64)
+	first := map[string]float64{}
+	last := map[string]float64{}
+	for _, pk := range p.Packets {
+		dts, err := strconv.ParseFloat(pk.DTSTime, 64)
+		if err != nil {
+			continue
+		}
+		if prev, ok := last[pk.CodecType]; ok && dts < prev {
+			t.Fatalf("%s: %s DTS went back from %v to %v", file, pk.CodecType, prev, dts)
+		}
+		last[pk.CodecType] = dts
+		if _, ok := first[pk.CodecType]; !ok {
+			first[pk.CodecType] = dts
+			if pk.CodecType == "video" && !strings.Contains(pk.Flags, "K") {
+				t.Fatalf("%s: the first video packet is not a keyframe (flags %q)", file, pk.Flags)
+			}
+		}
+	}
+	res.FirstVideo, res.FirstAudio = first["video"], first["audio"]
+	if d := res.FirstVideo - res.FirstAudio; d > 0.1 || d < -0.1 {
+		t.Fatalf("%s: video starts at %.3f s, audio at %.3f s", file, res.FirstVideo, res.FirstAudio)
+	}
+	if out := Decode(t, file, 60*time.Second); strings.TrimSpace(out) != "" {
+		t.Fatalf("%s: ffmpeg reports errors while decoding:\n%s", file, out)
+	}
+	return res
+}
+
+// HEVCFixture reads testdata/hevc.h265, whose access units each begin
+// with an access unit delimiter (x265's aud=1), and splits it into access
+// units of NAL units without start codes, returning the parameter sets
+// apart.
+func HEVCFixture(t testing.TB) (aus [][][]byte, vps, sps, pps []byte) {
+	t.Helper()
+	b, err := os.ReadFile(Fixture("hevc.h265"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur [][]byte
+	for _, n := range bytes.Split(b, []byte{0, 0, 1}) {
+		n = bytes.TrimRight(n, "\x00")
+		if len(n) == 0 {
+			continue
+		}
+		switch n[0] >> 1 & 0x3f {
+		case 35: // access unit delimiter
+			if len(cur) > 0 {
+				aus = append(aus, cur)
+			}
+			cur = nil
+		case 32:
+			vps = n
+		case 33:
+			sps = n
+		case 34:
+			pps = n
+		default:
+			cur = append(cur, n)
+		}
+	}
+	if len(cur) > 0 {
+		aus = append(aus, cur)
+	}
+	if vps == nil || sps == nil || pps == nil || len(aus) == 0 {
+		t.Fatal("hevc.h265 has no parameter sets or no pictures")
+	}
+	return aus, vps, sps, pps
 }
 
 // Eventually polls cond every 10 ms until it holds or timeout passes, then

@@ -24,7 +24,7 @@ import (
 
 // startServer runs src as cmd/sluice does: plugins first, then the graph
 // with their authorizers and the host as a stage.
-func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *syncBuffer) {
+func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *sluicetest.LogBuffer) {
 	t.Helper()
 	kinds := pipeline.NewKinds()
 	rtmp.Register(kinds)
@@ -34,7 +34,7 @@ func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *syncBuffer)
 	if diags.HasErrors() {
 		t.Fatalf("config: %v", diags)
 	}
-	logs := &syncBuffer{}
+	logs := &sluicetest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := pipeline.NewMetrics()
 	h, diags := New(f, log, m)

@@ -60,28 +60,11 @@ func buildPlugin(t testing.TB, pkg string) string {
 	return out
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testHost decodes src (plugin blocks), runs the host until the test ends
 // and checks that every plugin process is gone after Run returned.
 type testHost struct {
 	*Host
-	logs    *syncBuffer
+	logs    *sluicetest.LogBuffer
 	metrics *pipeline.Metrics
 	stop    func()
 }
@@ -92,7 +75,7 @@ func startHost(t *testing.T, src string) *testHost {
 	if diags.HasErrors() {
 		t.Fatalf("config: %v", diags)
 	}
-	logs := &syncBuffer{}
+	logs := &sluicetest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLog{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := pipeline.NewMetrics()
 	h, diags := New(f, log, m)
