@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"os"
 	"os/exec"
 	"reflect"
+
+	"github.com/sluice-media/sluice/pipeline/sluicetest"
 	"testing"
 )
 
@@ -141,13 +142,8 @@ func TestReaderErrors(t *testing.T) {
 // TestReadsFFmpegOutput reads a file ffmpeg muxed: the committed fixture,
 // remuxed to FLV.
 func TestReadsFFmpegOutput(t *testing.T) {
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ffmpeg is required in CI")
-		}
-		t.Skip("ffmpeg not installed")
-	}
-	out, err := exec.Command("ffmpeg", "-v", "error", "-i", "../../../testdata/av.mp4", "-c", "copy", "-f", "flv", "-").Output()
+	ffmpeg := sluicetest.Tool(t, "ffmpeg")
+	out, err := exec.Command(ffmpeg, "-v", "error", "-i", sluicetest.Fixture("av.mp4"), "-c", "copy", "-f", "flv", "-").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
