@@ -49,6 +49,15 @@ type AuthDecision struct {
 	Redirect string
 }
 
+// Why is the reason to show for a denial: Reason, or "not authorized" when
+// the authorizer gave none.
+func (d AuthDecision) Why() string {
+	if d.Reason == "" {
+		return "not authorized"
+	}
+	return d.Reason
+}
+
 // Authorizer decides whether clients may connect, publish and play, and is
 // told when they leave. Implementations must be safe for concurrent use and
 // must answer within the ctx deadline; a failure to answer is their own

@@ -65,6 +65,29 @@ func ValidPath(p string) error {
 	return nil
 }
 
+// RefuseHTTP answers an HTTP request that d denied: a 302 to d.Redirect
+// when it gives one, else 403 with body.
+func RefuseHTTP(w http.ResponseWriter, r *http.Request, d AuthDecision, body string) {
+	if d.Redirect != "" {
+		http.Redirect(w, r, d.Redirect, http.StatusFound)
+		return
+	}
+	http.Error(w, body, http.StatusForbidden)
+}
+
+// PublishStatus is the HTTP status an HTTP ingest answers when
+// Hub.Publish fails with err, and the reason its counters record: 409 for
+// a busy path, 503 during shutdown, 404 when no pipeline owns the path.
+func PublishStatus(err error) (status int, reason string) {
+	switch {
+	case errors.Is(err, ErrStreamBusy):
+		return http.StatusConflict, "busy"
+	case errors.Is(err, ErrHubClosed):
+		return http.StatusServiceUnavailable, "shutdown"
+	}
+	return http.StatusNotFound, "no_pipeline"
+}
+
 // Router is the shared HTTP listener's handler: every HTTP output and ingest
 // registers its routes on it, scoped to its pipeline. It answers CORS
 // preflights itself and adds CORS headers to every answer, so browser players

@@ -151,27 +151,16 @@ func (p *Push) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
 		w.Header().Set("Connection", "close")
 		if d.Redirect != "" {
 			log.Warn("publish redirected", "action", a, "to", d.Redirect)
-			http.Redirect(w, r, d.Redirect, http.StatusFound)
-			return
+		} else {
+			log.Warn("publish denied", "action", a, "reason", d.Why())
 		}
-		reason := d.Reason
-		if reason == "" {
-			reason = "not authorized"
-		}
-		log.Warn("publish denied", "action", a, "reason", reason)
-		http.Error(w, fmt.Sprintf("%s %s: %s", a, stream, reason), http.StatusForbidden)
+		pipeline.RefuseHTTP(w, r, d, fmt.Sprintf("%s %s: %s", a, stream, d.Why()))
 		return
 	}
 
 	pub, err := p.env.Hub.Publish(stream, info)
 	if err != nil {
-		status, reason := http.StatusNotFound, "no_pipeline"
-		switch {
-		case errors.Is(err, pipeline.ErrStreamBusy):
-			status, reason = http.StatusConflict, "busy"
-		case errors.Is(err, pipeline.ErrHubClosed):
-			status, reason = http.StatusServiceUnavailable, "shutdown"
-		}
+		status, reason := pipeline.PublishStatus(err)
 		p.rejected.With(reason).Inc()
 		log.Warn("publish refused", "reason", err)
 		w.Header().Set("Connection", "close")

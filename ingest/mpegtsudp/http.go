@@ -78,28 +78,14 @@ func (h *HTTPIngest) serve(w http.ResponseWriter, r *http.Request, stream, _ str
 	}
 	auth := h.env.Auth(stream)
 	if d := auth.Authorize(r.Context(), req); !d.Allow {
-		reason := d.Reason
-		if reason == "" {
-			reason = "not authorized"
-		}
 		h.rejected.With("denied").Inc()
-		log.Warn("publish refused", "reason", reason)
-		if d.Redirect != "" {
-			http.Redirect(w, r, d.Redirect, http.StatusFound)
-			return
-		}
-		http.Error(w, reason, http.StatusForbidden)
+		log.Warn("publish refused", "reason", d.Why())
+		pipeline.RefuseHTTP(w, r, d, d.Why())
 		return
 	}
 	pub, err := h.env.Hub.Publish(stream, info)
 	if err != nil {
-		code, reason := http.StatusNotFound, "no_pipeline"
-		switch {
-		case errors.Is(err, pipeline.ErrStreamBusy):
-			code, reason = http.StatusConflict, "busy"
-		case errors.Is(err, pipeline.ErrHubClosed):
-			code, reason = http.StatusServiceUnavailable, "shutdown"
-		}
+		code, reason := pipeline.PublishStatus(err)
 		h.rejected.With(reason).Inc()
 		log.Warn("publish refused", "reason", err.Error())
 		http.Error(w, err.Error(), code)

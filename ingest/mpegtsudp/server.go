@@ -331,12 +331,8 @@ func (src *source) run(ctx context.Context) {
 	d := s.env.Auth(path).Authorize(actx, req)
 	cancel()
 	if !d.Allow {
-		reason := d.Reason
-		if reason == "" {
-			reason = "not authorized"
-		}
 		s.m.rejected.With(path, "denied").Inc()
-		log.Warn("publish denied; dropping this source's packets until it goes silent", "reason", reason)
+		log.Warn("publish denied; dropping this source's packets until it goes silent", "reason", d.Why())
 		return
 	}
 

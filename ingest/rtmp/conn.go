@@ -111,15 +111,11 @@ func (c *conn) authorize(ctx context.Context, sc *gortmplib.ServerConn, action p
 	if d.Allow {
 		return true
 	}
-	reason := d.Reason
-	if reason == "" {
-		reason = "not authorized"
-	}
 	if d.Redirect != "" {
 		c.redirect(sc, action, path, d.Redirect)
 		return false
 	}
-	c.refuse(sc, "denied", fmt.Sprintf("%s %s: %s", action, path, reason))
+	c.refuse(sc, "denied", fmt.Sprintf("%s %s: %s", action, path, d.Why()))
 	return false
 }
 

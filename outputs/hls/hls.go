@@ -408,16 +408,10 @@ func (o *Output) authorize(w http.ResponseWriter, r *http.Request, path string, 
 		return true
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	if d.Redirect != "" {
-		http.Redirect(w, r, d.Redirect, http.StatusFound)
-		return false
+	if d.Redirect == "" {
+		log.Warn("play denied", "reason", d.Why())
 	}
-	reason := d.Reason
-	if reason == "" {
-		reason = "not authorized"
-	}
-	log.Warn("play denied", "reason", reason)
-	http.Error(w, reason, http.StatusForbidden)
+	pipeline.RefuseHTTP(w, r, d, d.Why())
 	return false
 }
 

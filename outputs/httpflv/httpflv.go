@@ -90,16 +90,10 @@ func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string)
 		Query: r.URL.RawQuery, Pipeline: o.env.Pipeline.Name, Node: o.env.Node, URL: r.URL.String()}
 	auth := o.env.Auth(stream)
 	if d := auth.Authorize(r.Context(), req); !d.Allow {
-		if d.Redirect != "" {
-			http.Redirect(w, r, d.Redirect, http.StatusFound)
-			return
+		if d.Redirect == "" {
+			log.Warn("play denied", "reason", d.Why())
 		}
-		reason := d.Reason
-		if reason == "" {
-			reason = "not authorized"
-		}
-		log.Warn("play denied", "reason", reason)
-		http.Error(w, reason, http.StatusForbidden)
+		pipeline.RefuseHTTP(w, r, d, d.Why())
 		return
 	}
 	defer func() {
