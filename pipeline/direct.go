@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,8 +28,9 @@ type DirectOptions struct {
 	// them itself (AccessUnit.Wire).
 	Format WireFormat
 	Encode func(*AccessUnit) *Wire
-	// Chunked wraps every write in one HTTP/1.1 chunk.
-	Chunked bool
+	// Framing wraps every write for the transport; nil writes the bytes
+	// as they are.
+	Framing Framing
 	// WriteTimeout is the deadline the reader's goroutine sets when it
 	// takes the connection back, so that a player that stopped reading is
 	// still cut after it.
@@ -50,7 +50,7 @@ type direct struct {
 	parked  bool
 	pending net.Buffers // bytes a writer could not finish, in order
 	keep    [][]byte    // pending's storage
-	size    []byte      // the chunk size line of the last write
+	size    []byte      // the frame head of the last write
 	wake    chan struct{}
 	written atomic.Int64
 }
@@ -60,6 +60,7 @@ type direct struct {
 // stream ends.
 type directWriters struct {
 	once   sync.Once
+	wg     sync.WaitGroup // the writer goroutines; the stream's end waits for them
 	shards []*directShard
 	next   atomic.Uint32
 	active atomic.Int64
@@ -78,8 +79,6 @@ type directShard struct {
 	err  syscall.Errno
 	fn   func(fd uintptr)
 }
-
-var crlf = []byte("\r\n")
 
 // Direct lets the stream's writers write the reader's units straight to conn
 // while the reader keeps up, instead of waking the reader's goroutine for
@@ -159,7 +158,7 @@ func (s *Stream) startWriters() {
 		sh.readers.Store(&empty)
 		sh.fn = sh.writev
 		w.shards[i] = sh
-		go sh.run()
+		w.wg.Go(sh.run)
 	}
 }
 
@@ -213,8 +212,9 @@ func (sh *directShard) serve(r *Reader) {
 		return
 	}
 	bufs := sh.bufs[:0]
-	if d.opts.Chunked {
-		bufs = append(bufs, nil) // the size line, filled below
+	framing := d.opts.Framing
+	if framing != nil {
+		bufs = append(bufs, nil) // the frame head, filled below
 	}
 	total := 0
 	c := r.cursor
@@ -236,12 +236,12 @@ func (sh *directShard) serve(r *Reader) {
 		bufs = append(bufs, w.Bufs...)
 		total += w.Len
 	}
-	if d.opts.Chunked {
-		d.size = strconv.AppendInt(d.size[:0], int64(total), 16)
-		d.size = append(d.size, crlf...)
+	if framing != nil {
+		d.size = framing.Head(d.size[:0], total)
+		tail := framing.Tail()
 		bufs[0] = d.size
-		bufs = append(bufs, crlf)
-		total += len(d.size) + len(crlf)
+		bufs = append(bufs, tail)
+		total += len(d.size) + len(tail)
 	}
 	n := sh.write(d, bufs)
 	if n > 0 {

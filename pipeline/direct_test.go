@@ -41,7 +41,11 @@ func encodeRecord(au *AccessUnit) *Wire { return record('U', au.Track.Config[0],
 // have it: sequence headers before a track's first unit, one writev a
 // batch, chunked framing if asked.
 func serveDirect(ctx context.Context, r *Reader, conn net.Conn, chunked bool, timeout time.Duration) error {
-	if !r.Direct(conn, DirectOptions{Format: WireRTMP, Encode: encodeRecord, Chunked: chunked, WriteTimeout: timeout}) {
+	var framing Framing
+	if chunked {
+		framing = HTTPChunks{}
+	}
+	if !r.Direct(conn, DirectOptions{Format: WireRTMP, Encode: encodeRecord, Framing: framing, WriteTimeout: timeout}) {
 		return errors.New("Direct refused")
 	}
 	var sent [numKinds]*Track

@@ -63,18 +63,63 @@
 // so bytes are never interleaved, lost or repeated, and a stuck player is
 // still cut by its write timeout or dropped by the lag rules.
 //
+// # One admission path
+//
+// Every ingest and every output admits its clients through the Gate, never
+// the Hub directly: Gate.Publish and Gate.Play check the path, resolve the
+// pipeline, ask its authorizer for connect and then the action (within
+// server.auth_timeout), claim the stream, and return a Publisher or Reader
+// whose Finish records why the session ended and tells the authorizer the
+// client left (within server.notify_timeout). A refusal is a *Refusal with
+// one reason, which each protocol turns into its answer (HTTPStatus here,
+// the RTMP status codes in ingest/rtmp). Sessions, refusals, closes and
+// bytes are counted under the same names for every protocol.
+//
+// Players are written by one loop, Play, for every protocol: the protocol
+// gives its encoders and a Framing (HTTP chunks, or none for RTMP, whose
+// chunks are in the wire bytes), and Play drains the connection, batches,
+// frames, keeps the deadlines and names the cause of the end.
+//
 // # Waiting readers and publisher reconnects
 //
 // A player may arrive before its publisher; Hub.Play waits up to the
 // pipeline's wait_publisher for the stream to become ready. When a publisher
 // drops, its readers are held for publisher_grace: a publisher that comes back
-// in time continues the same timeline (timestamps stay monotonic) and no reader
-// notices more than a pause and a repeated sequence header.
+// in time continues the same timeline and no reader notices more than a
+// pause. The timeline belongs to the stream, not to a publisher: each
+// track's last DTS is kept on the stream, and a new publisher (or a source
+// that calls Publisher.Discontinuity, such as a relay switching upstreams) is
+// placed just after the latest unit, so DTS strictly increases per track
+// whatever the order and timing of publishers. A publisher whose tracks have
+// the same parameters as the stream's keeps the stream's tracks, so readers
+// send no new sequence header and recordings do not split.
 //
-// # Stages
+// # On-demand sources
+//
+// A pipeline whose streams come from elsewhere (an edge) registers an
+// on-demand source (Hub.OnDemand). A reader that asks for a stream nobody
+// publishes (a player, an HLS playlist request) makes the hub hand the source
+// a Demand; the reader waits as for any late publisher. The source is told to
+// stop (Demand.Done) a linger after the last reader left, and a source that
+// cannot deliver fails the demand, which ends every waiting reader at once.
+//
+// # Watches
+//
+// Sinks that act on every stream of a pipeline (HLS, recording, transcode
+// hooks) Watch the hub: each stream is delivered exactly once, when it first
+// becomes ready; a publisher reconnecting within its grace is the same
+// stream and is not delivered again.
+//
+// # Stages, builds and the runtime
 //
 // Everything else is a Stage built from a block of pipeline.hcl by a kind
 // registered in Kinds: sources publish into the Hub, sinks read from it,
-// processors do both. Graph builds every stage before any socket opens, binds
-// every listener before any stage runs, and stops them all together.
+// processors do both. The block types themselves come from the registered
+// kinds, so a new kind needs no edit here. A Runtime (hub, HTTP router,
+// metrics) lives as long as the process; a Graph is one build of the file
+// against it. The graph builds every stage before any socket opens, binds
+// every listener before any stage runs, and stops them all together. Each
+// stage owns its HTTP routes (Routes): they serve while it runs, their
+// handlers run under its context (ended with ErrStageStopped), and they
+// vanish when it stops, so that one stage can be stopped or replaced alone.
 package pipeline

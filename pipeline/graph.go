@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
 	"sync"
 	"time"
 
@@ -15,12 +14,17 @@ import (
 	"github.com/sluice-media/sluice/pipeline/config"
 )
 
-// Graph is a built deployment: the hub, the shared HTTP router and every
-// stage, ready to bind and run.
+// Graph is one build of a deployment: every stage of the file, made
+// against a Runtime (whose hub, router and metrics outlive the build),
+// ready to bind and run.
 type Graph struct {
+	// Hub, HTTP and Metrics are the runtime's.
 	Hub     *Hub
 	HTTP    *Router
 	Metrics *Metrics
+	// Gate is the build's admission path (its authorizers and node name
+	// come from the file).
+	Gate *Gate
 
 	log      *slog.Logger
 	server   config.Server
@@ -30,8 +34,10 @@ type Graph struct {
 }
 
 type namedStage struct {
-	addr  string
-	stage Stage
+	addr   string
+	kind   string // "ingest.rtmp" for ingest blocks, "" otherwise
+	stage  Stage
+	routes *Routes
 }
 
 // Resolve returns the Resolver for the pipelines of f: the first pipeline,
@@ -60,50 +66,47 @@ func Resolve(f *config.File) Resolver {
 	}
 }
 
-// Build decodes every kind block of f and builds its stage, collecting
-// diagnostics for all of them. Nothing listens and no goroutine starts: that
-// is Run's job, so `sluice validate` is Build without Run.
+// Build decodes every kind block of f and builds its stage against a new
+// runtime, collecting diagnostics for all of them. Nothing listens and no
+// goroutine starts: that is Run's job, so `sluice validate` is Build without
+// Run.
 func Build(f *config.File, kinds *Kinds, log *slog.Logger) (*Graph, hcl.Diagnostics) {
-	return BuildWith(f, kinds, log, BuildOptions{})
+	return BuildWith(f, kinds, NewRuntime(log, nil), BuildOptions{})
 }
 
 // BuildOptions are the parts of a graph that come from outside the kinds
 // registry.
 type BuildOptions struct {
-	// Authorizers maps a pipeline name to its authorizer; pipelines not in
-	// it allow everything.
+	// Plugins runs the file's plugin blocks and answers for them
+	// (auth = plugin.NAME); nil when the file has none.
+	Plugins Plugins
+	// Authorizers maps a pipeline name to its authorizer, ahead of
+	// Plugins: tests use it to plug in a fake.
 	Authorizers map[string]Authorizer
-	// Stages are run with the graph's own stages, under the given
-	// addresses: the plugin host, for one, whose processes must start and
-	// stop with the server.
-	Stages map[string]Stage
-	// Metrics, when set, is the graph's metrics set, so that the parts
-	// built before the graph (the plugin host) can register their counters
-	// in it; nil makes a new one.
-	Metrics *Metrics
 }
 
-// BuildWith is Build with options.
-func BuildWith(f *config.File, kinds *Kinds, log *slog.Logger, opts BuildOptions) (*Graph, hcl.Diagnostics) {
-	g := &Graph{Metrics: opts.Metrics, log: log, server: f.Server, resolver: Resolve(f)}
-	if g.Metrics == nil {
-		g.Metrics = NewMetrics()
+// BuildWith builds f against rt with options.
+func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*Graph, hcl.Diagnostics) {
+	log := rt.Log
+	g := &Graph{Hub: rt.Hub, HTTP: rt.HTTP, Metrics: rt.Metrics, log: log, server: f.Server, resolver: Resolve(f)}
+	pipes := map[string]*config.Pipeline{}
+	for _, p := range f.Pipelines {
+		pipes[p.Name] = p
 	}
-	auth := func(path string) Authorizer {
-		if so, ok := g.resolver(path); ok {
-			if a := opts.Authorizers[so.Pipeline]; a != nil {
-				return a
-			}
+	auth := func(pipeline string) Authorizer {
+		if a := opts.Authorizers[pipeline]; a != nil {
+			return a
 		}
-		return AllowAll{}
+		if p := pipes[pipeline]; p != nil && p.Auth != "" && opts.Plugins != nil {
+			return opts.Plugins.Authorizer(p.Auth)
+		}
+		return nil
 	}
-	g.Hub = NewHub(g.resolver, log.With("stage", "hub"), g.Metrics)
-	if f.Server.HTTP != "" {
-		g.HTTP = NewRouter(g.resolver)
-	}
+	g.Gate = NewGate(rt.Hub, rt.Metrics, GateOptions{Auth: auth, Node: f.Server.Node,
+		AuthTimeout: f.Server.AuthTimeout, NotifyTimeout: f.Server.NotifyTimeout})
 	var diags hcl.Diagnostics
 	add := func(b *config.KindBlock, p *config.Pipeline) {
-		entry := kinds.byType[b.Type][b.Kind]
+		entry := kinds.byType[b.TypePath()][b.Kind]
 		if entry == nil {
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
@@ -120,15 +123,20 @@ func BuildWith(f *config.File, kinds *Kinds, log *slog.Logger, opts BuildOptions
 		}
 		addr := b.Address()
 		env := Env{
-			Hub:      g.Hub,
-			HTTP:     g.HTTP,
-			Log:      log.With("stage", addr),
-			Metrics:  g.Metrics,
-			Pipeline: p,
-			Address:  addr,
-			Node:     f.Server.Node,
-			Server:   f.Server,
-			Auth:     auth,
+			Hub:       rt.Hub,
+			Gate:      g.Gate,
+			Resolve:   g.resolver,
+			Log:       log.With("stage", addr),
+			Metrics:   rt.Metrics,
+			Pipeline:  p,
+			Address:   addr,
+			Node:      f.Server.Node,
+			Server:    f.Server,
+			Plugins:   opts.Plugins,
+			LocalAddr: g.localAddr,
+		}
+		if f.Server.HTTP != "" {
+			env.HTTP = rt.HTTP.Routes()
 		}
 		st, err := entry.build(cfg, env)
 		if err != nil {
@@ -141,34 +149,50 @@ func BuildWith(f *config.File, kinds *Kinds, log *slog.Logger, opts BuildOptions
 			return
 		}
 		if st != nil {
-			g.stages = append(g.stages, namedStage{addr, st})
+			ns := namedStage{addr: addr, stage: st, routes: env.HTTP}
+			if p == nil {
+				ns.kind = b.Type + "." + b.Kind
+			}
+			g.stages = append(g.stages, ns)
 		}
 	}
-	for _, b := range f.Ingests {
+	for _, b := range f.Blocks {
 		add(b, nil)
 	}
 	for _, p := range f.Pipelines {
-		for _, list := range [][]*config.KindBlock{p.Outputs, p.Records, p.Transcodes, p.Forwards} {
-			for _, b := range list {
-				add(b, p)
+		for _, b := range p.Blocks {
+			add(b, p)
+		}
+	}
+	if opts.Plugins != nil {
+		g.stages = append(g.stages, namedStage{addr: "plugins", stage: opts.Plugins})
+	}
+	if f.Server.HTTP != "" {
+		g.stages = append(g.stages, namedStage{addr: "server.http", stage: &httpStage{addr: f.Server.HTTP, h: rt.HTTP, log: log.With("stage", "server.http"), timeout: g.shutdownTimeout()}})
+	}
+	if f.Server.API != "" {
+		g.stages = append(g.stages, namedStage{addr: "server.api", stage: &apiStage{addr: f.Server.API, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout()}})
+	}
+	return g, diags
+}
+
+// localAddr is Env.LocalAddr.
+func (g *Graph) localAddr(kind string) net.Addr {
+	for _, s := range g.stages {
+		if s.kind == "ingest."+kind {
+			if a, ok := s.stage.(interface{ Addr() net.Addr }); ok && g.bound {
+				return a.Addr()
 			}
 		}
 	}
-	extra := make([]string, 0, len(opts.Stages))
-	for addr := range opts.Stages {
-		extra = append(extra, addr)
+	return nil
+}
+
+func (g *Graph) shutdownTimeout() time.Duration {
+	if t := g.server.ShutdownTimeout; t > 0 {
+		return t
 	}
-	sort.Strings(extra)
-	for _, addr := range extra {
-		g.stages = append(g.stages, namedStage{addr, opts.Stages[addr]})
-	}
-	if g.HTTP != nil {
-		g.stages = append(g.stages, namedStage{"server.http", &httpStage{addr: f.Server.HTTP, h: g.HTTP, log: log.With("stage", "server.http")}})
-	}
-	if f.Server.API != "" {
-		g.stages = append(g.stages, namedStage{"server.api", &apiStage{addr: f.Server.API, hub: g.Hub, metrics: g.Metrics, log: log.With("stage", "server.api")}})
-	}
-	return g, diags
+	return config.DefaultShutdownTimeout
 }
 
 // Bind calls Bind on every stage that listens, in file order. If one fails,
@@ -192,6 +216,8 @@ func (g *Graph) Bind() error {
 		}
 	}
 	g.bound = true
+	// From here the hub serves this graph's pipelines.
+	g.Hub.SetResolver(g.resolver)
 	return nil
 }
 
@@ -209,11 +235,12 @@ func (g *Graph) Addr(stage string) net.Addr {
 	return nil
 }
 
-// Run binds the graph if Bind has not been called, then runs every stage
-// until ctx is cancelled or a stage fails. On the way out it cancels the
-// stages, ends every stream (so players are told), and waits up to
-// server.shutdown_timeout for the stages to return. It returns nil after a
-// clean stop.
+// Run binds the graph if Bind has not been called (Bind gives the hub the
+// graph's pipelines), then runs every stage until ctx is cancelled or a stage
+// fails. On the way out it cancels the stages, ends every stream (so players
+// are told), and waits up to server.shutdown_timeout for the stages to
+// return and their HTTP handlers to finish. It returns nil after a clean
+// stop.
 func (g *Graph) Run(ctx context.Context) error {
 	if !g.bound {
 		if err := g.Bind(); err != nil {
@@ -222,29 +249,24 @@ func (g *Graph) Run(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	timeout := g.shutdownTimeout()
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(g.stages))
 	for _, s := range g.stages {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.stage.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		wg.Go(func() {
+			if err := RunStage(ctx, s.stage, s.routes, timeout); err != nil && !errors.Is(err, context.Canceled) {
 				g.log.Error("stage failed; stopping the server", "stage", s.addr, "err", err)
 				errs <- fmt.Errorf("%s: %w", s.addr, err)
 				cancel()
 			}
-		}()
+		})
 	}
 	<-ctx.Done()
 	g.Hub.Close()
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	timeout := g.server.ShutdownTimeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
-	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -259,4 +281,43 @@ func (g *Graph) Run(ctx context.Context) error {
 	default:
 		return nil
 	}
+}
+
+// RunStage runs one stage with its routes: they serve, under ctx, while Run
+// runs, and once Run has returned they are removed and their handlers
+// waited for (up to timeout). The graph runs every stage this way; a reload
+// runs a replaced one alone.
+func RunStage(ctx context.Context, st Stage, routes *Routes, timeout time.Duration) error {
+	routes.Activate(ctx)
+	err := st.Run(ctx)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	if werr := routes.Deactivate(wctx); werr != nil && err == nil {
+		err = fmt.Errorf("HTTP handlers still running %s after the stage stopped", timeout)
+	}
+	return err
+}
+
+// StageInfo is one stage of a built graph, as Stages reports it.
+type StageInfo struct {
+	// Address is the stage's block address ("ingest.rtmp",
+	// "pipeline.live.output.hls"), or "plugins", "server.http",
+	// "server.api".
+	Address string
+	// Stage is what the kind built.
+	Stage Stage
+	// Routes is the stage's set on the shared HTTP listener; nil when
+	// server.http is "" (and empty when the stage registered none).
+	Routes *Routes
+}
+
+// Stages returns the graph's stages in the order Run starts them, so that
+// one can be run alone with RunStage, as a reload does with a replaced
+// stage and as pipeline/stagetest does to check a kind.
+func (g *Graph) Stages() []StageInfo {
+	out := make([]StageInfo, len(g.stages))
+	for i, s := range g.stages {
+		out[i] = StageInfo{Address: s.addr, Stage: s.stage, Routes: s.routes}
+	}
+	return out
 }

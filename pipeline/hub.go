@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,13 +69,15 @@ type ClientInfo struct {
 // sinks meet: sources call Publish, players call Play, and sinks that act on
 // every stream of a pipeline (HLS, recording, forwarding) Watch it.
 type Hub struct {
-	log     *slog.Logger
-	resolve Resolver
-	m       hubMetrics
+	log      *slog.Logger
+	resolver atomic.Pointer[Resolver]
+	m        hubMetrics
+	metrics  *Metrics
 
 	mu       sync.Mutex
 	streams  map[string]*Stream
 	watchers map[*Watch]struct{}
+	demands  map[string]*Demands // on-demand sources by pipeline
 	closed   bool
 }
 
@@ -91,9 +94,10 @@ type hubMetrics struct {
 func NewHub(resolve Resolver, log *slog.Logger, m *Metrics) *Hub {
 	h := &Hub{
 		log:      log,
-		resolve:  resolve,
+		metrics:  m,
 		streams:  map[string]*Stream{},
 		watchers: map[*Watch]struct{}{},
+		demands:  map[string]*Demands{},
 		m: hubMetrics{
 			publishRefused: m.Counter("sluice_publish_refused_total", "Publish attempts refused, by reason.", "reason"),
 			readerSkips:    m.Counter("sluice_reader_skips_total", "Times a lagging reader skipped ahead to the newest keyframe.", "pipeline"),
@@ -102,6 +106,7 @@ func NewHub(resolve Resolver, log *slog.Logger, m *Metrics) *Hub {
 			fixups:         m.Counter("sluice_timestamp_fixups_total", "Access units whose DTS went backwards and was clamped.", "pipeline"),
 		},
 	}
+	h.SetResolver(resolve)
 	m.GaugeFunc("sluice_streams", "Streams in the table (published, held, or awaited).", func() float64 {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -160,6 +165,14 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 		h.streams[path] = s
 	}
 	s.readers.Add(1)
+	s.readerJoined()
+	var failed <-chan struct{}
+	var dm *Demand
+	if !s.isReady() {
+		// Nobody publishes it yet: a pipeline with an on-demand source
+		// starts one now, and this player waits for it like any other.
+		failed, dm = h.demand(s)
+	}
 	h.mu.Unlock()
 
 	select {
@@ -179,6 +192,9 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 	case <-s.done:
 		h.releaseWaiter(s)
 		return nil, ErrStreamEnded
+	case <-failed:
+		h.releaseWaiter(s)
+		return nil, dm.errOf()
 	case <-t.C:
 		h.releaseWaiter(s)
 		return nil, ErrStreamNotFound
@@ -192,14 +208,30 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 // stream that nobody publishes and nobody waits for any more.
 func (h *Hub) releaseWaiter(s *Stream) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if s.readers.Add(-1) == 0 && h.streams[s.path] == s && s.idle() {
+	last := s.readers.Add(-1) == 0
+	if last && h.streams[s.path] == s && s.idle() && s.demand == nil {
 		delete(h.streams, s.path)
+	}
+	h.mu.Unlock()
+	if last {
+		s.readerLeft()
 	}
 }
 
 // Resolve returns the options of the pipeline that owns path.
 func (h *Hub) Resolve(path string) (StreamOptions, bool) { return h.resolve(path) }
+
+func (h *Hub) resolve(path string) (StreamOptions, bool) {
+	if r := h.resolver.Load(); r != nil && *r != nil {
+		return (*r)(path)
+	}
+	return StreamOptions{}, false
+}
+
+// SetResolver gives the hub the pipelines of a new build. Streams already
+// in the table keep the options they were created with; new ones take
+// resolve's.
+func (h *Hub) SetResolver(resolve Resolver) { h.resolver.Store(&resolve) }
 
 // Stream returns the stream at path, or nil.
 func (h *Hub) Stream(path string) *Stream {
@@ -237,6 +269,9 @@ func (h *Hub) Close() {
 	for w := range h.watchers {
 		w.close()
 	}
+	for _, d := range h.demands {
+		d.close()
+	}
 	h.mu.Unlock()
 	for _, s := range list {
 		s.end("server shutting down")
@@ -269,9 +304,13 @@ func (h *Hub) Watch(match func(*Stream) bool) *Watch {
 	return w
 }
 
+// announce makes s ready and delivers it to every Watch that matches. Both
+// happen under the hub lock, so that a Watch registered meanwhile either
+// finds s ready (and gets it from Watch) or is announced it, never both.
 func (h *Hub) announce(s *Stream) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	close(s.ready)
 	for w := range h.watchers {
 		if w.match(s) {
 			w.push(s)

@@ -16,8 +16,9 @@ type Publisher struct {
 	offset   time.Duration // added to ingest timestamps to reach the stream timeline
 	firstDTS time.Duration // first stream-timeline DTS of this session
 	waitKey  bool          // drop video until the session's first keyframe
-	lastDTS  [numKinds]time.Duration
-	hasLast  [numKinds]bool
+	// alias maps a track of this session to the stream's equal track
+	// (Track.Same), so that an unchanged reconnect keeps the old one.
+	alias    [numKinds]struct{ from, to *Track }
 	expect   [numKinds]bool
 	expected bool
 	closed   bool
@@ -31,6 +32,7 @@ type Publisher struct {
 	pending atomic.Bool
 	units   [numKinds]*Counter
 	fixups  *Counter
+	sess    *session // set by the Gate; nil for publishers it did not admit
 }
 
 // Stream returns the stream being published.
@@ -84,17 +86,27 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	}
 	au.DTS += p.offset
 	au.PTS += p.offset
-	if p.hasLast[kind] && au.DTS < p.lastDTS[kind] {
-		// FLV and MP4 muxers need a non-decreasing DTS per track; a source
-		// that steps back a little (jitter, rounding) is clamped and counted.
-		d := p.lastDTS[kind] - au.DTS
+
+	s.mu.Lock()
+	if last := s.trackDTS[kind]; s.hasTrackDTS[kind] && au.DTS < last+minStep {
+		// Muxers need a strictly increasing DTS per track, whatever the
+		// order of publishers: a source that steps back (jitter, rounding,
+		// a looped file, a new publisher whose tracks start unevenly) is
+		// clamped to one step past the track's last unit, and counted.
+		d := last + minStep - au.DTS
 		au.DTS += d
 		au.PTS += d
 		p.fixupCounter().Inc()
 	}
-	p.lastDTS[kind], p.hasLast[kind] = au.DTS, true
-
-	s.mu.Lock()
+	s.trackDTS[kind], s.hasTrackDTS[kind] = au.DTS, true
+	if cur := s.tracks[kind]; cur != au.Track {
+		if a := &p.alias[kind]; a.from == au.Track && a.to == cur {
+			au.Track = cur
+		} else if cur.Same(au.Track) {
+			a.from, a.to = au.Track, cur
+			au.Track = cur
+		}
+	}
 	s.tracks[kind] = au.Track
 	gopStart := au.Key && (kind == KindVideo || s.tracks[KindVideo] == nil && !p.expect[KindVideo])
 	s.ring.push(au)
@@ -112,7 +124,6 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	p.unitCounter(kind).Inc()
 	if ready {
 		s.readyOnce.Do(func() {
-			close(s.ready)
 			v, a := s.Tracks()
 			s.log.Info("stream ready", "video", trackName(v), "audio", trackName(a), "pipeline", s.opts.Pipeline)
 			s.hub.announce(s)
@@ -161,15 +172,24 @@ func (p *Publisher) playable(au *AccessUnit) bool {
 
 func (s *Stream) keysEmpty() bool { return len(s.keys) == 0 }
 
+// minStep is the smallest DTS step within a track: the millisecond, the
+// coarsest clock a protocol carries (RTMP, FLV).
+const minStep = time.Millisecond
+
 // base chooses the session's timeline offset so that its first unit lands at
-// 0 for a new stream, or, after a reconnect, where the previous session left
-// off plus the time the stream was silent.
+// 0 for a new stream, or, after a reconnect or a discontinuity, just after
+// the latest unit of any track plus the time the stream was silent.
 func (p *Publisher) base(dts time.Duration) {
 	s := p.s
 	s.mu.Lock()
 	start := time.Duration(0)
 	if s.hasDTS {
-		start = s.lastDTS + max(time.Since(s.lastWall), time.Millisecond)
+		start = s.lastDTS + max(time.Since(s.lastWall), minStep)
+		for k := range numKinds {
+			if s.hasTrackDTS[k] {
+				start = max(start, s.trackDTS[k]+minStep)
+			}
+		}
 	}
 	s.mu.Unlock()
 	p.offset = start - dts
@@ -177,9 +197,35 @@ func (p *Publisher) base(dts time.Duration) {
 	p.based = true
 }
 
+// Discontinuity tells the stream that the source's timestamps start over
+// from here: the same stream continues from another origin (a relay that
+// switched upstreams, an encoder that restarted without reconnecting). The
+// next unit is placed just after the stream's latest one, as after a
+// reconnect, and video resumes at the next keyframe, so that readers see a
+// pause at most and timestamps never go back.
+func (p *Publisher) Discontinuity() {
+	p.based = false
+	p.waitKey = true
+}
+
 // Close ends the session. Readers are held for the pipeline's
 // publisher_grace (or ended at once if it is 0). Close is idempotent.
-func (p *Publisher) Close() {
+func (p *Publisher) Close() { p.Finish("") }
+
+// Finish is Close, recording why the session ended (a cause such as
+// "client_closed", "timeout", "protocol_error") in
+// sluice_sessions_closed_total, and then telling the authorizer the
+// publisher left. Only the first Finish or Close counts.
+func (p *Publisher) Finish(cause string) {
+	p.release()
+	p.sess.finish(cause)
+}
+
+// CountBytes adds n received bytes to the session's and the protocol's
+// counts.
+func (p *Publisher) CountBytes(n int64) { p.sess.add(n) }
+
+func (p *Publisher) release() {
 	if p.closed {
 		return
 	}

@@ -33,6 +33,8 @@ type Reader struct {
 
 	skips      int
 	skipsSince time.Time
+
+	sess *session // set by the Gate; nil for readers it did not admit
 }
 
 // Stream returns the stream being read.
@@ -155,7 +157,21 @@ func (r *Reader) skip() error {
 }
 
 // Close releases the reader. It is idempotent.
-func (r *Reader) Close() {
+func (r *Reader) Close() { r.Finish("") }
+
+// Finish is Close, recording why the session ended (a cause such as
+// "client_closed", "stream_ended", "too_slow") in
+// sluice_sessions_closed_total, and then telling the authorizer the player
+// left. Only the first Finish or Close counts.
+func (r *Reader) Finish(cause string) {
+	r.release()
+	r.sess.finish(cause)
+}
+
+// CountBytes adds n sent bytes to the session's and the protocol's counts.
+func (r *Reader) CountBytes(n int64) { r.sess.add(n) }
+
+func (r *Reader) release() {
 	if r.closed {
 		return
 	}
@@ -163,5 +179,7 @@ func (r *Reader) Close() {
 	if r.d != nil {
 		r.leaveDirect()
 	}
-	r.s.readers.Add(-1)
+	if r.s.readers.Add(-1) == 0 {
+		r.s.readerLeft()
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // StreamHandler serves one HTTP request for a stream. stream is the stream
@@ -65,38 +66,50 @@ func ValidPath(p string) error {
 	return nil
 }
 
-// RefuseHTTP answers an HTTP request that d denied: a 302 to d.Redirect
-// when it gives one, else 403 with body.
-func RefuseHTTP(w http.ResponseWriter, r *http.Request, d AuthDecision, body string) {
-	if d.Redirect != "" {
-		http.Redirect(w, r, d.Redirect, http.StatusFound)
-		return
-	}
-	http.Error(w, body, http.StatusForbidden)
+// ErrStageStopped is the cancel cause of a request context whose stage
+// stopped (shutdown, or the stage removed by a reload), as opposed to a
+// client that went away: context.Cause(r.Context()) tells them apart.
+var ErrStageStopped = errors.New("stage stopped")
+
+// Stopped reports whether ctx ended because its stage stopped.
+func Stopped(ctx context.Context) bool {
+	return errors.Is(context.Cause(ctx), ErrStageStopped)
 }
 
-// PublishStatus is the HTTP status an HTTP ingest answers when
-// Hub.Publish fails with err, and the reason its counters record: 409 for
-// a busy path, 503 during shutdown, 404 when no pipeline owns the path.
-func PublishStatus(err error) (status int, reason string) {
-	switch {
-	case errors.Is(err, ErrStreamBusy):
-		return http.StatusConflict, "busy"
-	case errors.Is(err, ErrHubClosed):
-		return http.StatusServiceUnavailable, "shutdown"
-	}
-	return http.StatusNotFound, "no_pipeline"
-}
-
-// Router is the shared HTTP listener's handler: every HTTP output and ingest
-// registers its routes on it, scoped to its pipeline. It answers CORS
-// preflights itself and adds CORS headers to every answer, so browser players
-// (flv.js, mpegts.js, hls.js) work from any origin.
+// Router is the shared HTTP listener's handler. It belongs to the process,
+// not to a build: each stage registers its routes in its own Routes, which
+// serve only while the stage runs, under the stage's context, and vanish
+// when it stops. The router answers CORS preflights itself and adds CORS
+// headers to every answer, so browser players (flv.js, mpegts.js, hls.js)
+// work from any origin.
 type Router struct {
-	resolve Resolver
-	mu      sync.RWMutex
-	routes  []route
-	active  sync.WaitGroup
+	resolve func(path string) (StreamOptions, bool)
+	mu      sync.Mutex
+	sets    atomic.Pointer[[]*Routes]
+}
+
+// NewRouter returns a router that finds a stream's pipeline with resolve.
+func NewRouter(resolve func(path string) (StreamOptions, bool)) *Router {
+	rt := &Router{resolve: resolve}
+	rt.sets.Store(&[]*Routes{})
+	return rt
+}
+
+// Routes returns a new, inactive set of routes owned by one stage.
+func (rt *Router) Routes() *Routes { return &Routes{rt: rt} }
+
+// Routes is one stage's routes on the shared HTTP listener. The stage
+// registers them at build time; they serve from Activate (the graph calls
+// it when the stage starts) until Deactivate (when its Run returns), and
+// their handlers run under the stage's context.
+type Routes struct {
+	rt     *Router
+	routes []route
+
+	mu     sync.Mutex
+	ctx    context.Context // the stage's, from Activate: the parent of its requests
+	closed bool
+	active sync.WaitGroup
 }
 
 type route struct {
@@ -105,24 +118,86 @@ type route struct {
 	h                StreamHandler
 }
 
-// NewRouter returns a router that finds a stream's pipeline with resolve.
-func NewRouter(resolve Resolver) *Router { return &Router{resolve: resolve} }
-
 // Handle registers h for method on URLs that split accepts. pipeline limits
 // the route to streams of that pipeline; "" serves every pipeline. A GET route
-// also serves HEAD.
-func (rt *Router) Handle(pipeline, method string, split Splitter, h StreamHandler) {
+// also serves HEAD. Handle is called at build time, before Activate.
+func (rs *Routes) Handle(pipeline, method string, split Splitter, h StreamHandler) {
+	rs.routes = append(rs.routes, route{pipeline: pipeline, method: method, split: split, h: h})
+}
+
+// Len returns how many routes the set has.
+func (rs *Routes) Len() int { return len(rs.routes) }
+
+// Activate starts serving the routes, with handler contexts derived from
+// ctx: when ctx ends, their requests' contexts end with ErrStageStopped.
+func (rs *Routes) Activate(ctx context.Context) {
+	if rs == nil || len(rs.routes) == 0 {
+		return
+	}
+	rs.mu.Lock()
+	rs.ctx = ctx
+	rs.mu.Unlock()
+	rt := rs.rt
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	rt.routes = append(rt.routes, route{pipeline: pipeline, method: method, split: split, h: h})
+	old := *rt.sets.Load()
+	sets := append(append(make([]*Routes, 0, len(old)+1), old...), rs)
+	rt.sets.Store(&sets)
+}
+
+// Deactivate stops serving the routes and waits until every handler that
+// was running has returned (hijacked, streaming ones included), or ctx ends.
+func (rs *Routes) Deactivate(ctx context.Context) error {
+	if rs == nil || len(rs.routes) == 0 {
+		return nil
+	}
+	rt := rs.rt
+	rt.mu.Lock()
+	old := *rt.sets.Load()
+	sets := make([]*Routes, 0, len(old))
+	for _, x := range old {
+		if x != rs {
+			sets = append(sets, x)
+		}
+	}
+	rt.sets.Store(&sets)
+	rt.mu.Unlock()
+	rs.mu.Lock()
+	rs.closed = true
+	rs.mu.Unlock()
+	done := make(chan struct{})
+	go func() { rs.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// enter counts a request in, unless the set has been deactivated.
+func (rs *Routes) enter() (context.Context, bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.closed || rs.ctx == nil {
+		return nil, false
+	}
+	rs.active.Add(1)
+	return rs.ctx, true
+}
+
+// SetCORS sets the CORS headers every answer of the HTTP listener carries,
+// hijacked streaming answers included.
+func SetCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, Age, Date")
 }
 
 // ServeHTTP dispatches to the first route that takes the URL, the method and
 // the stream's pipeline.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, Age, Date")
+	SetCORS(h)
 	if r.Method == http.MethodOptions {
 		h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, OPTIONS")
 		if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
@@ -136,27 +211,33 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if method == http.MethodHead {
 		method = http.MethodGet
 	}
-	rt.mu.RLock()
-	routes := rt.routes
-	rt.mu.RUnlock()
 	shaped := false
-	for _, ro := range routes {
-		stream, rest, ok := ro.split(r.URL.Path)
-		if !ok || ValidPath(stream) != nil {
-			continue
+	for _, rs := range *rt.sets.Load() {
+		for _, ro := range rs.routes {
+			stream, rest, ok := ro.split(r.URL.Path)
+			if !ok || ValidPath(stream) != nil {
+				continue
+			}
+			opts, ok := rt.resolve(stream)
+			if !ok || ro.pipeline != "" && ro.pipeline != opts.Pipeline {
+				continue
+			}
+			if ro.method != method {
+				shaped = true
+				continue
+			}
+			sctx, ok := rs.enter()
+			if !ok {
+				continue
+			}
+			defer rs.active.Done()
+			ctx, cancel := context.WithCancelCause(r.Context())
+			defer cancel(nil)
+			stop := context.AfterFunc(sctx, func() { cancel(ErrStageStopped) })
+			defer stop()
+			ro.h(w, r.WithContext(ctx), stream, rest)
+			return
 		}
-		opts, ok := rt.resolve(stream)
-		if !ok || ro.pipeline != "" && ro.pipeline != opts.Pipeline {
-			continue
-		}
-		if ro.method != method {
-			shaped = true
-			continue
-		}
-		rt.active.Add(1)
-		defer rt.active.Done()
-		ro.h(w, r, stream, rest)
-		return
 	}
 	if shaped {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -166,17 +247,4 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// absorbs players polling for a stream that does not exist.
 	h.Set("Cache-Control", "public, max-age=2")
 	http.Error(w, "stream not found", http.StatusNotFound)
-}
-
-// wait blocks until every handler has returned (hijacked, streaming ones
-// included, which http.Server.Shutdown does not track) or ctx ends.
-func (rt *Router) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { rt.active.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

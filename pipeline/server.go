@@ -13,10 +13,11 @@ import (
 // httpStage is the shared HTTP listener (server.http). Outputs and ingests
 // register their routes on its Router at Build time.
 type httpStage struct {
-	addr string
-	h    *Router
-	log  *slog.Logger
-	ln   net.Listener
+	addr    string
+	h       *Router
+	log     *slog.Logger
+	ln      net.Listener
+	timeout time.Duration // server.shutdown_timeout
 }
 
 func (s *httpStage) Bind() error {
@@ -32,18 +33,17 @@ func (s *httpStage) Bind() error {
 func (s *httpStage) Addr() net.Addr { return s.ln.Addr() }
 
 func (s *httpStage) Run(ctx context.Context) error {
-	return serveHTTP(ctx, s.ln, s.h, s.log, s.h.wait)
+	return serveHTTP(ctx, s.ln, s.h, s.log, s.timeout)
 }
 
-// serveHTTP serves h on ln until ctx ends. Request contexts derive from ctx,
-// so streaming handlers see the shutdown; wait covers handlers that hijacked
-// their connection, which http.Server.Shutdown does not track.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, wait func(context.Context) error) error {
+// serveHTTP serves h on ln until ctx ends, then shuts down within timeout.
+// Handlers that hijacked their connection are not tracked by
+// http.Server.Shutdown; each stage waits for its own (RunStage).
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, timeout time.Duration) error {
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	log.Info("listening", "addr", ln.Addr().String())
@@ -54,12 +54,9 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.L
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	if wait != nil {
-		_ = wait(sctx)
-	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -74,6 +71,7 @@ type apiStage struct {
 	metrics *Metrics
 	log     *slog.Logger
 	ln      net.Listener
+	timeout time.Duration
 }
 
 func (s *apiStage) Bind() error {
@@ -90,10 +88,7 @@ func (s *apiStage) Addr() net.Addr { return s.ln.Addr() }
 
 func (s *apiStage) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		_ = s.metrics.WriteText(w)
-	})
+	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"streams": s.hub.Streams()})
@@ -102,5 +97,5 @@ func (s *apiStage) Run(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
-	return serveHTTP(ctx, s.ln, mux, s.log, nil)
+	return serveHTTP(ctx, s.ln, mux, s.log, s.timeout)
 }

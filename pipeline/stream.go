@@ -34,16 +34,22 @@ type Stream struct {
 
 	mu          sync.Mutex
 	pub         *Publisher
+	demand      *Demand // the on-demand source asked for it; guarded by the hub lock
 	tracks      [numKinds]*Track
 	meta        *Metadata
 	keys        []uint64 // sequence numbers of recent GOP starts, oldest first
 	graceTimer  *time.Timer
 	publishedAt time.Time
 	sessions    int
-	// Timeline state, carried from one publisher session to the next.
-	lastDTS  time.Duration
-	lastWall time.Time
-	hasDTS   bool
+	// Timeline state, carried from one publisher session to the next:
+	// the latest DTS and when it was written, and each track's latest DTS,
+	// which no later unit of that track may go below (whatever the order
+	// of publishers).
+	lastDTS     time.Duration
+	lastWall    time.Time
+	hasDTS      bool
+	trackDTS    [numKinds]time.Duration
+	hasTrackDTS [numKinds]bool
 }
 
 func newStream(h *Hub, path string, opts StreamOptions) *Stream {
@@ -224,9 +230,16 @@ func (s *Stream) end(reason string) {
 			s.graceTimer = nil
 		}
 		s.mu.Unlock()
+		// Per-stream series (labelled stream=PATH) go with the stream, so
+		// that a client pushing to ever new paths cannot grow /metrics
+		// without bound.
+		s.hub.metrics.ForgetStream(s.path)
 		s.hub.removeStream(s)
+		s.endDemand()
 		close(s.done)
 		s.wake()
+		// The direct writers see done and return; the stream owns them.
+		s.direct.wg.Wait()
 		if s.isReady() {
 			s.log.Info("stream ended", "reason", reason, "readers", s.readers.Load())
 		}
@@ -261,7 +274,10 @@ func (s *Stream) startPosition() (seq uint64, waitKey bool) {
 // without waiting. Sinks that got the stream from a Watch use it; players go
 // through Hub.Play.
 func (s *Stream) Subscribe(info ClientInfo) *Reader {
+	s.hub.mu.Lock()
 	s.readers.Add(1)
+	s.readerJoined()
+	s.hub.mu.Unlock()
 	return s.newReader(info)
 }
 

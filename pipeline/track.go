@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"fmt"
 	"sync/atomic"
 )
@@ -118,6 +119,19 @@ func (t *Track) Kind() Kind {
 // encode on first use and sharing the result afterwards (see AccessUnit.Wire).
 func (t *Track) Wire(f WireFormat, encode func(*Track) *Wire) *Wire {
 	return cached(&t.wire[f], func() *Wire { return encode(t) })
+}
+
+// Same reports whether t and o describe the same elementary stream
+// parameters, so that a publisher that reconnects (or a relay that switches
+// upstreams) with nothing changed keeps the stream's track: readers send no
+// new sequence header and recordings do not split.
+func (t *Track) Same(o *Track) bool {
+	if t == o {
+		return true
+	}
+	return t != nil && o != nil && t.Codec == o.Codec && bytes.Equal(t.Config, o.Config) &&
+		bytes.Equal(t.VPS, o.VPS) && bytes.Equal(t.SPS, o.SPS) && bytes.Equal(t.PPS, o.PPS) &&
+		t.Width == o.Width && t.Height == o.Height && t.SampleRate == o.SampleRate && t.Channels == o.Channels
 }
 
 // String describes the track for logs: "H264 1280x720", "AAC 48000Hz 2ch".

@@ -3,11 +3,13 @@ package main
 import (
 	"github.com/sluice-media/sluice/ingest/flvhttp"
 	"github.com/sluice-media/sluice/ingest/mpegtsudp"
+	"github.com/sluice-media/sluice/ingest/pull"
 	"github.com/sluice-media/sluice/ingest/rtmp"
 	"github.com/sluice-media/sluice/outputs/hls"
 	"github.com/sluice-media/sluice/outputs/httpflv"
 	"github.com/sluice-media/sluice/outputs/record"
 	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/plugins/host"
 )
 
 // builtinKinds is the one list of the block kinds this binary knows.
@@ -16,8 +18,10 @@ func builtinKinds() *pipeline.Kinds {
 	rtmp.Register(k)
 	flvhttp.Register(k)
 	mpegtsudp.Register(k)
+	pull.Register(k)
 	httpflv.Register(k)
 	record.Register(k)
 	hls.Register(k)
+	host.Register(k)
 	return k
 }

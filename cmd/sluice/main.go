@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -96,25 +95,25 @@ func parseFlags(name string, args []string, stderr io.Writer) (file string, vars
 	return file, vars, true
 }
 
-// load decodes and builds the deployment, printing every diagnostic.
-func load(file string, vars varFlags, stderr io.Writer, log *slog.Logger) (*config.File, *pipeline.Graph, bool) {
+// load decodes and builds the deployment against rt, printing every
+// diagnostic. rt is nil for `sluice validate`, which builds against a
+// runtime of its own and never runs it.
+func load(file string, vars varFlags, stderr io.Writer, rt *pipeline.Runtime) (*config.File, *pipeline.Graph, bool) {
 	kinds := builtinKinds()
 	f, diags := config.Load(file, config.Options{Vars: vars, Kinds: kinds})
 	if !diags.HasErrors() {
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
+		if rt == nil {
+			rt = pipeline.NewRuntime(slog.New(slog.DiscardHandler), nil)
 		}
-		// Plugins are built first: pipelines with auth = plugin.NAME get
-		// the plugin's authorizer, and the host runs as one more stage so
-		// its processes start and stop with the server.
-		metrics := pipeline.NewMetrics()
-		h, hd := host.New(f, log, metrics)
+		// The plugin host answers auth = plugin.NAME and runs the plugin
+		// processes as one more stage of the graph.
+		h, hd := host.New(f, rt.Log, rt.Metrics)
 		diags = append(diags, hd...)
-		var g *pipeline.Graph
-		h.RegisterTranscode(kinds, func() net.Addr { return g.Addr("ingest.rtmp") })
-		opts := h.BuildOptions(f)
-		opts.Metrics = metrics
-		g, bd := pipeline.BuildWith(f, kinds, log, opts)
+		var opts pipeline.BuildOptions
+		if h.Len() > 0 {
+			opts.Plugins = h
+		}
+		g, bd := pipeline.BuildWith(f, kinds, rt, opts)
 		diags = append(diags, bd...)
 		if !diags.HasErrors() {
 			if len(diags) > 0 {
@@ -158,7 +157,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(f.Server, stderr)
-	_, g, ok := load(file, vars, io.Discard, log)
+	_, g, ok := load(file, vars, io.Discard, pipeline.NewRuntime(log, nil))
 	if !ok {
 		return 1
 	}

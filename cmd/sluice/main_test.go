@@ -18,12 +18,41 @@ import (
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
 )
 
+// examplePlugins are the plugin binaries examples/*.hcl run: the command as
+// an example gives it (relative to the directory sluice runs in) and the
+// package that builds it. sluice validate checks that the binary is there,
+// so an example with a new plugin needs a line here.
+var examplePlugins = map[string]string{
+	"bin/token-auth": "./plugins/examples/token-auth",
+}
+
+// inExampleDir builds examplePlugins into a temporary directory and makes it
+// the working directory, as an operator does (go build -o bin/token-auth
+// ...) before sluice run examples/auth.hcl.
+func inExampleDir(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	for out, pkg := range examplePlugins {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, out), pkg)
+		cmd.Dir = sluicetest.Root()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build -o %s %s: %v\n%s", out, pkg, err, b)
+		}
+	}
+	t.Chdir(dir)
+}
+
 func TestValidate(t *testing.T) {
+	root := sluicetest.Root()
+	inExampleDir(t)
 	var out, errb bytes.Buffer
-	if code := run([]string{"validate", "../../pipeline.hcl"}, &out, &errb); code != 0 {
+	if code := run([]string{"validate", filepath.Join(root, "pipeline.hcl")}, &out, &errb); code != 0 {
 		t.Fatalf("default pipeline.hcl: exit %d\n%s", code, errb.String())
 	}
-	examples, _ := filepath.Glob("../../examples/*.hcl")
+	examples, _ := filepath.Glob(filepath.Join(root, "examples", "*.hcl"))
+	if len(examples) == 0 {
+		t.Fatal("no examples/*.hcl found")
+	}
 	for _, ex := range examples {
 		out.Reset()
 		errb.Reset()
@@ -57,6 +86,85 @@ func TestValidate(t *testing.T) {
 	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "sluice ") {
 		t.Errorf("version: exit %d, %q", code, out.String())
 	}
+}
+
+// TestPluginCommandMissing: a plugin block whose binary is not there is an
+// error in the file, reported at its command by validate and by run, and run
+// stops before anything listens.
+func TestPluginCommandMissing(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir) // ./bin/no-such-plugin is relative to it
+	cfg := filepath.Join(dir, "pipeline.hcl")
+	os.WriteFile(cfg, []byte(`server {
+  http = "127.0.0.1:0"
+  api  = "127.0.0.1:0"
+}
+ingest "rtmp" { listen = "127.0.0.1:0" }
+plugin "tokens" {
+  command = "./bin/no-such-plugin"
+}
+pipeline "live" {
+  match = "live/*"
+  auth  = plugin.tokens
+  output "http_flv" {}
+}
+`), 0o644)
+	check := func(t *testing.T, stderr string) {
+		t.Helper()
+		for _, want := range []string{
+			cfg + ":7:13: error: Plugin command not found",
+			`7:   command = "./bin/no-such-plugin"`,
+		} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("diagnostics lack %q:\n%s", want, stderr)
+			}
+		}
+		// The detail is wrapped to the terminal width.
+		flat := strings.Join(strings.Fields(stderr), " ")
+		for _, want := range []string{
+			filepath.Join(dir, "bin", "no-such-plugin"),
+			"relative to the working directory",
+			"go build -o ./bin/no-such-plugin",
+		} {
+			if !strings.Contains(flat, want) {
+				t.Errorf("diagnostics lack %q:\n%s", want, stderr)
+			}
+		}
+		if n := strings.Count(stderr, ": error: "); n != 1 {
+			t.Errorf("%d errors, want 1:\n%s", n, stderr)
+		}
+	}
+
+	t.Run("validate", func(t *testing.T) {
+		var out, errb bytes.Buffer
+		if code := run([]string{"validate", cfg}, &out, &errb); code != 1 {
+			t.Errorf("exit %d, want 1", code)
+		}
+		check(t, errb.String())
+		if out.Len() != 0 {
+			t.Errorf("stdout: %q, want nothing", out.String())
+		}
+	})
+
+	t.Run("run", func(t *testing.T) {
+		var out, errb bytes.Buffer
+		code := make(chan int, 1)
+		go func() { code <- run([]string{"run", cfg}, &out, &errb) }()
+		select {
+		case c := <-code:
+			if c != 1 {
+				t.Errorf("exit %d, want 1", c)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("sluice run is still running with a missing plugin binary")
+		}
+		check(t, errb.String())
+		for _, started := range []string{"msg=starting", "msg=listening"} {
+			if strings.Contains(errb.String(), started) {
+				t.Errorf("run got as far as %q:\n%s", started, errb.String())
+			}
+		}
+	})
 }
 
 // TestRunStopsCleanlyOnSIGTERM runs the real binary, publishes and plays,

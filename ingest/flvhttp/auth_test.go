@@ -69,7 +69,7 @@ pipeline "live" {
 		t.Fatal(diags)
 	}
 	auth := &tokenAuth{}
-	g, diags := pipeline.BuildWith(f, kinds, slog.New(slog.NewTextHandler(io.Discard, nil)),
+	g, diags := pipeline.BuildWith(f, kinds, pipeline.NewRuntime(slog.New(slog.NewTextHandler(io.Discard, nil)), nil),
 		pipeline.BuildOptions{Authorizers: map[string]pipeline.Authorizer{"live": auth}})
 	if diags.HasErrors() {
 		t.Fatal(diags)

@@ -19,21 +19,6 @@ func TestConfigMistakes(t *testing.T) {
 		{"idle timeout", ":0", `ingest "flv_http" { idle_timeout = "soon" }`, `test.hcl:3:36: error: Invalid configuration`},
 		{"max tag size", ":0", `ingest "flv_http" { max_tag_size = 99999999 }`, `use 1024 to 16777215 bytes`},
 		{"no HTTP listener", "", `ingest "flv_http" {}`, `set server { http = ":8080" }`},
-		{"pull URL", ":0", `ingest "flv_pull" "x" {
-  url = "rtmp://h/live/x"
-  stream = "live/x"
-}`, `test.hcl:4:9: error: Invalid configuration`},
-		{"pull stream outside every pipeline", ":0", `ingest "flv_pull" "x" {
-  url = "http://h/live/x.flv"
-  stream = "other/x"
-}`, `no pipeline matches stream "other/x"`},
-		{"pull backoff", ":0", `ingest "flv_pull" "x" {
-  url = "http://h/live/x.flv"
-  stream = "live/x"
-  retry_min = "10s"
-  retry_max = "1s"
-}`, `is less than retry_min`},
-		{"pull without url", ":0", `ingest "flv_pull" "x" { stream = "live/x" }`, `The argument "url" is required`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := "server { http = \"" + tc.http + "\" }\n\n" + tc.block + "\npipeline \"live\" { match = \"live/*\" }\n"

@@ -83,6 +83,11 @@ func counter(srv server, series string) uint64 {
 	return 0
 }
 
+// closed returns how many FLV pushes ended with cause.
+func closed(srv server, cause string) uint64 {
+	return srv.Graph.Metrics.CounterValue("sluice_sessions_closed_total", "http-flv", "publish", cause)
+}
+
 // videoTimestamps reads an HTTP-FLV stream in the background and reports
 // each video frame's timestamp; the error channel says how the body ended.
 func videoTimestamps(t *testing.T, ctx context.Context, u string) (<-chan uint32, <-chan error) {

@@ -1,10 +1,8 @@
 package flvhttp
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -58,7 +56,8 @@ func positiveDuration(attr, s string) (time.Duration, error) {
 	return d, nil
 }
 
-// Register adds the "flv_http" (push) and "flv_pull" ingest kinds.
+// Register adds the "flv_http" (push) ingest kind. (Pulls are in
+// ingest/pull, on the client of this package.)
 func Register(k *pipeline.Kinds) {
 	pipeline.Add(k, "ingest", "flv_http", func(c *PushConfig, env pipeline.Env) (pipeline.Stage, error) {
 		if env.HTTP == nil {
@@ -70,175 +69,52 @@ func Register(k *pipeline.Kinds) {
 		env.HTTP.Handle("", http.MethodPut, pipeline.Suffix(".flv"), p.serve)
 		return p, nil
 	})
-	pipeline.Add(k, "ingest", "flv_pull", func(c *PullConfig, env pipeline.Env) (pipeline.Stage, error) {
-		return newPull(c, env)
-	})
 }
 
-// Push is the FLV-over-HTTP publish endpoint. Its requests are served by the
-// shared HTTP listener; Run only marks the stage's lifetime.
+// Push is the FLV-over-HTTP publish endpoint. Its requests are served by
+// the shared HTTP listener under the stage's context (pipeline.Routes).
 type Push struct {
+	pipeline.Served
 	cfg PushConfig
 	env pipeline.Env
 	log *slog.Logger
-
-	publishes *pipeline.Counter
-	rejected  *pipeline.CounterVec
-	closed    *pipeline.CounterVec
-	bytesIn   *pipeline.Counter
-
-	// quit is closed when the stage stops.
-	quit chan struct{}
 }
 
 func newPush(c *PushConfig, env pipeline.Env) *Push {
-	m := env.Metrics
-	return &Push{
-		cfg:       *c,
-		env:       env,
-		log:       env.Log,
-		publishes: m.Counter("sluice_flvhttp_publishes_total", "FLV-over-HTTP publish sessions started.").With(),
-		rejected:  m.Counter("sluice_flvhttp_rejected_total", "FLV-over-HTTP publish requests refused, by reason.", "reason"),
-		closed:    m.Counter("sluice_flvhttp_closed_total", "FLV-over-HTTP publish sessions ended, by cause.", "cause"),
-		bytesIn:   m.Counter("sluice_flvhttp_received_bytes_total", "Bytes of FLV received from HTTP publishers.").With(),
-		quit:      make(chan struct{}),
-	}
+	return &Push{cfg: *c, env: env, log: env.Log}
 }
 
-// Run waits for ctx to end. Sessions end with the HTTP listener's context.
-func (p *Push) Run(ctx context.Context) error {
-	<-ctx.Done()
-	close(p.quit)
-	return nil
-}
-
-// sessionContext returns a context that ends when the stage stops. Unlike
-// r.Context(), which net/http also cancels when a body read fails, it tells a
-// shutdown apart from a stalled or broken publisher.
-func (p *Push) sessionContext(r *http.Request) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	go func() {
-		select {
-		case <-p.quit:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
-}
-
-// serve runs one publish request: auth, the stream claim, then the body,
-// tag by tag, until it ends.
+// serve runs one publish request: admission, then the body, tag by tag,
+// until it ends.
 func (p *Push) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
 	ctx := r.Context()
 	log := p.log.With("stream", stream, "remote", r.RemoteAddr, "proto", "http-flv", "method", r.Method)
-	info := pipeline.ClientInfo{Proto: "http-flv", Remote: r.RemoteAddr, Query: r.URL.RawQuery}
-	req := pipeline.AuthRequest{Proto: "http-flv", Remote: r.RemoteAddr, Path: stream, Query: r.URL.RawQuery,
-		Node: p.env.Node, URL: r.URL.String()}
-	if opts, ok := p.env.Hub.Resolve(stream); ok {
-		req.Pipeline = opts.Pipeline
-	}
-	auth := p.env.Auth(stream)
-	// As for RTMP: the connect hook, then the publish hook, both before
-	// anything is read.
-	for _, a := range []pipeline.Action{pipeline.ActionConnect, pipeline.ActionPublish} {
-		req.Action = a
-		d := auth.Authorize(ctx, req)
-		if d.Allow {
-			continue
-		}
-		p.rejected.With("denied").Inc()
-		w.Header().Set("Connection", "close")
-		if d.Redirect != "" {
-			log.Warn("publish redirected", "action", a, "to", d.Redirect)
-		} else {
-			log.Warn("publish denied", "action", a, "reason", d.Why())
-		}
-		pipeline.RefuseHTTP(w, r, d, fmt.Sprintf("%s %s: %s", a, stream, d.Why()))
-		return
-	}
-
-	pub, err := p.env.Hub.Publish(stream, info)
+	pub, err := p.env.Gate.Publish(ctx, pipeline.Request{Path: stream, URL: r.URL.String(),
+		Client: pipeline.ClientInfo{Proto: "http-flv", Remote: r.RemoteAddr, Query: r.URL.RawQuery}})
 	if err != nil {
-		status, reason := pipeline.PublishStatus(err)
-		p.rejected.With(reason).Inc()
-		log.Warn("publish refused", "reason", err)
-		w.Header().Set("Connection", "close")
-		http.Error(w, stream+": "+err.Error(), status)
+		ref := pipeline.RefusalOf(err)
+		log.Warn("publish refused", "reason", ref.Reason, "err", err)
+		ref.WriteHTTP(w, r)
 		return
 	}
-	defer func() {
-		req.Action = pipeline.ActionUnpublish
-		nctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		auth.Notify(nctx, req)
-	}()
-	defer pub.Close()
-	p.publishes.Inc()
+	var cause string
+	defer func() { pub.Finish(cause) }()
 	log.Info("publish started")
 	start := time.Now()
 
-	ctx, cancel := p.sessionContext(r)
-	defer cancel()
-	// A stalled body is cut by a read deadline pushed forward on every
-	// read; shutdown pulls the deadline in, which ends a blocked read.
-	rc := http.NewResponseController(w)
-	body := &deadlineReader{r: r.Body, rc: rc, idle: p.cfg.idle, ctx: ctx, count: p.bytesIn}
-	stop := context.AfterFunc(ctx, func() { _ = rc.SetReadDeadline(time.Now()) })
-	defer stop()
-
+	body := pipeline.NewPushBody(w, r, p.cfg.idle, pub)
+	defer body.Close()
 	rd := flv.NewReader(body, p.cfg.MaxTagSize)
 	d := flvdemux.Demuxer{Sink: pub, Log: log}
 	err = copyFLV(rd, pub, &d)
-	cause := causeOf(ctx, err)
-	p.closed.With(cause).Inc()
-	attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", body.n, "units", d.Units()}
-	switch cause {
-	case "ended":
+	cause = causeOf(ctx, err)
+	attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", body.N(), "units", d.Units()}
+	if cause == "ended" || cause == "shutdown" {
 		log.Info("publish ended", attrs...)
-		w.WriteHeader(http.StatusNoContent)
-		return
-	case "shutdown":
-		log.Info("publish ended", attrs...)
-		w.Header().Set("Connection", "close")
-		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
-		return
+	} else {
+		log.Warn("publish ended", append(attrs, "offset", offsetOf(rd, err), "err", err)...)
 	}
-	log.Warn("publish ended", append(attrs, "offset", offsetOf(rd, err), "err", err)...)
-	w.Header().Set("Connection", "close")
-	status := http.StatusBadRequest
-	if cause == "timeout" {
-		status = http.StatusRequestTimeout
-	}
-	http.Error(w, err.Error(), status)
-}
-
-// deadlineReader reads a request body with an idle deadline renewed before
-// every read.
-type deadlineReader struct {
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-	ctx  context.Context
-	n    int64
-	// count is the received-bytes counter, kept current while the
-	// session runs.
-	count *pipeline.Counter
-}
-
-func (b *deadlineReader) Read(p []byte) (int, error) {
-	if err := b.rc.SetReadDeadline(time.Now().Add(b.idle)); err != nil {
-		return 0, err
-	}
-	// Checked after the deadline is set: if shutdown came first, its
-	// deadline may just have been overwritten.
-	if err := b.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	b.count.Add(uint64(n))
-	return n, err
+	pipeline.AnswerPush(w, r, cause, err)
 }
 
 var _ pipeline.Stage = (*Push)(nil)

@@ -87,7 +87,7 @@ func TestPushThenPlay(t *testing.T) {
 			}
 		})
 	}
-	if n := counter(srv, `sluice_flvhttp_closed_total{cause="ended"}`); n != 3 {
+	if n := closed(srv, "ended"); n != 3 {
 		t.Errorf("clean ends counted %d, want 3", n)
 	}
 }
@@ -181,7 +181,7 @@ func TestBadInputClosesOnlyThatPublisher(t *testing.T) {
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := counter(srv, `sluice_flvhttp_closed_total{cause="`+tc.cause+`"}`)
+			before := closed(srv, tc.cause)
 			path := "/live/bad" + strconv.Itoa(i) + ".flv"
 			start := time.Now()
 			status, body := response(t, rawPost(t, srv.http, path, tc.chunked, tc.body), 10*time.Second)
@@ -191,7 +191,7 @@ func TestBadInputClosesOnlyThatPublisher(t *testing.T) {
 			if tc.cause == "timeout" && time.Since(start) < time.Second {
 				t.Fatalf("stalled publisher closed after %v, before the 1s idle timeout", time.Since(start))
 			}
-			if got := counter(srv, `sluice_flvhttp_closed_total{cause="`+tc.cause+`"}`); got != before+1 {
+			if got := closed(srv, tc.cause); got != before+1 {
 				t.Fatalf("closed{cause=%q} went from %d to %d, want +1", tc.cause, before, got)
 			}
 			var line string

@@ -1,6 +1,6 @@
-// Package flvhttp ingests FLV over HTTP: publishers push a stream with
-// POST or PUT /APP/NAME.flv (kind "flv_http"), and Sluice pulls a remote
-// HTTP-FLV URL into a local stream (kind "flv_pull").
+// Package flvhttp is FLV over HTTP: publishers push a stream with POST or
+// PUT /APP/NAME.flv (kind "flv_http"), and its client pulls a remote
+// HTTP-FLV URL (Pull), which the pull and cluster stages compose.
 package flvhttp
 
 import (
@@ -82,8 +82,12 @@ func causeOf(ctx context.Context, err error) string {
 	switch {
 	case err == nil:
 		return "ended"
-	case ctx.Err() != nil, errors.Is(err, pipeline.ErrStreamEnded):
+	case pipeline.Stopped(ctx), errors.Is(err, pipeline.ErrStreamEnded):
 		return "shutdown"
+	case errors.Is(err, context.Canceled):
+		// net/http cancels the request when the client's connection
+		// breaks: a publisher that went away mid-stream.
+		return "truncated"
 	case errors.Is(err, errIdle), errors.As(err, &ne) && ne.Timeout():
 		return "timeout"
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed),

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"syscall"
 	"time"
 
+	"github.com/sluice-media/sluice/ingest/mpegts"
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/config"
 )
@@ -42,112 +45,77 @@ func registerHTTP(k *pipeline.Kinds) {
 			return nil, errors.New(`ingest "mpegts_http" needs the HTTP listener; set server { http = ":8080" }`)
 		}
 		h := &HTTPIngest{cfg: *c, env: env, log: env.Log}
-		m := env.Metrics
-		h.publishes = m.Counter("sluice_mpegts_http_publishes_total", "MPEG-TS over HTTP publish sessions started.").With()
-		h.rejected = m.Counter("sluice_mpegts_http_rejected_total", "MPEG-TS over HTTP pushes refused, by reason.", "reason")
-		h.bytes = m.Counter("sluice_mpegts_http_received_bytes_total", "Bytes received from MPEG-TS over HTTP pushes.").With()
 		env.HTTP.Handle("", http.MethodPost, pipeline.Suffix(".ts"), h.serve)
 		return h, nil
 	})
 }
 
 // HTTPIngest is the mpegts_http stage. Its requests are served by the shared
-// HTTP listener; Run only marks the stage's lifetime.
+// HTTP listener under the stage's context (pipeline.Routes).
 type HTTPIngest struct {
-	cfg       HTTPConfig
-	env       pipeline.Env
-	log       *slog.Logger
-	publishes *pipeline.Counter
-	bytes     *pipeline.Counter
-	rejected  *pipeline.CounterVec
-}
-
-// Run waits for ctx to end. Pushes end with the HTTP listener's context.
-func (h *HTTPIngest) Run(ctx context.Context) error {
-	<-ctx.Done()
-	return nil
+	pipeline.Served
+	cfg HTTPConfig
+	env pipeline.Env
+	log *slog.Logger
 }
 
 func (h *HTTPIngest) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
-	remote := r.RemoteAddr
-	log := h.log.With("stream", stream, "remote", remote, "proto", "mpegts-http")
-	info := pipeline.ClientInfo{Proto: "mpegts-http", Remote: remote, Query: r.URL.RawQuery}
-	req := pipeline.AuthRequest{Action: pipeline.ActionPublish, Proto: "mpegts-http", Remote: remote, Path: stream, Query: r.URL.RawQuery, Node: h.env.Node, URL: r.URL.String()}
-	if opts, ok := h.env.Hub.Resolve(stream); ok {
-		req.Pipeline = opts.Pipeline
-	}
-	auth := h.env.Auth(stream)
-	if d := auth.Authorize(r.Context(), req); !d.Allow {
-		h.rejected.With("denied").Inc()
-		log.Warn("publish refused", "reason", d.Why())
-		pipeline.RefuseHTTP(w, r, d, d.Why())
-		return
-	}
-	pub, err := h.env.Hub.Publish(stream, info)
+	ctx := r.Context()
+	log := h.log.With("stream", stream, "remote", r.RemoteAddr, "proto", "mpegts-http")
+	pub, err := h.env.Gate.Publish(ctx, pipeline.Request{Path: stream, URL: r.URL.String(),
+		Client: pipeline.ClientInfo{Proto: "mpegts-http", Remote: r.RemoteAddr, Query: r.URL.RawQuery}})
 	if err != nil {
-		code, reason := pipeline.PublishStatus(err)
-		h.rejected.With(reason).Inc()
-		log.Warn("publish refused", "reason", err.Error())
-		http.Error(w, err.Error(), code)
+		ref := pipeline.RefusalOf(err)
+		log.Warn("publish refused", "reason", ref.Reason, "err", err)
+		ref.WriteHTTP(w, r)
 		return
 	}
-	defer pub.Close()
-	defer func() {
-		req.Action = pipeline.ActionUnpublish
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		auth.Notify(ctx, req)
-	}()
-	h.publishes.Inc()
+	var cause string
+	defer func() { pub.Finish(cause) }()
 	start := time.Now()
 	log.Info("publish started")
 
-	// The body is read under a deadline renewed with every read, and cut
-	// short when the server stops: a stalled or endless push cannot hold
-	// the listener's shutdown.
-	rc := http.NewResponseController(w)
-	body := &deadlineReader{ctx: r.Context(), r: r.Body, rc: rc, idle: h.cfg.idle}
-	stop := context.AfterFunc(r.Context(), func() { _ = rc.SetReadDeadline(time.Now()) })
-	defer stop()
-	sp := &streamPackets{r: bufio.NewReaderSize(body, 64<<10)}
+	body := pipeline.NewPushBody(w, r, h.cfg.idle, pub)
+	defer body.Close()
 	out := &pubSink{pub: pub}
-	d := newDemuxer(sp, out, log, newDemuxCounters(h.env.Metrics, stream))
-	sp.ev = d
-	err = d.run()
-	h.bytes.Add(uint64(body.n))
-
-	attrs := []any{"duration", time.Since(start).Round(time.Millisecond), "bytes", body.n, "units", out.units}
-	switch {
-	case errors.Is(err, io.EOF):
+	d := mpegts.NewStream(bufio.NewReaderSize(body, 64<<10), out, log, mpegts.NewCounters(h.env.Metrics, stream))
+	err = d.Run()
+	if errors.Is(err, io.EOF) && body.Err() != nil && !errors.Is(body.Err(), io.EOF) {
+		// The demuxer ends at the body's end either way; the body knows
+		// whether that end was clean or a cut (a truncated chunk).
+		err = body.Err()
+	}
+	cause = pushCause(ctx, err)
+	attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", body.N(), "units", out.units}
+	if cause == "ended" || cause == "shutdown" {
 		log.Info("publish ended", attrs...)
-		w.WriteHeader(http.StatusNoContent)
-	case r.Context().Err() != nil, errors.Is(err, pipeline.ErrStreamEnded):
-		log.Info("publish ended by shutdown", attrs...)
-	default:
+	} else {
+		// Whatever else ended the push, it was the client's doing (a
+		// broken connection, a stall, a body that is not MPEG-TS).
 		log.Warn("publish ended", append(attrs, "err", err)...)
 	}
+	pipeline.AnswerPush(w, r, cause, err)
 }
 
-// deadlineReader renews the connection's read deadline before every read.
-type deadlineReader struct {
-	ctx  context.Context
-	r    io.Reader
-	rc   *http.ResponseController
-	idle time.Duration
-	n    int64
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	if err := d.ctx.Err(); err != nil {
-		return 0, err
+// pushCause names why a push ended: ended (the body ended cleanly),
+// shutdown (the stage stopped), client_closed (the connection broke),
+// timeout (nothing for idle_timeout), protocol_error (not MPEG-TS).
+// A client that resets its connection also cancels the request's context,
+// so only pipeline.Stopped, never ctx.Err, means shutdown.
+func pushCause(ctx context.Context, err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF):
+		return "ended"
+	case pipeline.Stopped(ctx), errors.Is(err, pipeline.ErrStreamEnded):
+		return "shutdown"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "client_closed"
 	}
-	_ = d.rc.SetReadDeadline(time.Now().Add(d.idle))
-	if d.ctx.Err() != nil {
-		_ = d.rc.SetReadDeadline(time.Now())
-	}
-	n, err := d.r.Read(p)
-	d.n += int64(n)
-	return n, err
+	return "protocol_error"
 }
 
 var _ pipeline.Stage = (*HTTPIngest)(nil)

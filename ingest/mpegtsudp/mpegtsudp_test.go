@@ -66,8 +66,13 @@ func start(t *testing.T, udp, pipelineBody string) *sluicetest.Server {
 	return sluicetest.Start(t, kinds(), testConfig(udp, pipelineBody, ""))
 }
 
+// demuxFixture is the path of a recording kept with the demuxer's tests.
+func demuxFixture(name string) string {
+	return filepath.Join("..", "mpegts", "testdata", name)
+}
+
 func counter(srv *sluicetest.Server, name string, labels ...string) uint64 {
-	return srv.Graph.Metrics.Counter(name, "").With(labels...).Value()
+	return srv.Graph.Metrics.CounterValue(name, labels...)
 }
 
 // TestFFmpegOverUDPPlaysOverRTMPAndHTTPFLV is the end-to-end check: ffmpeg
@@ -432,7 +437,7 @@ func startWithAuth(t *testing.T, src string) (*pipeline.Graph, *sluicetest.LogBu
 		t.Fatal(diags.Error())
 	}
 	logs := &sluicetest.LogBuffer{}
-	g, diags := pipeline.BuildWith(f, kinds(), slog.New(slog.NewTextHandler(logs, nil)), pipeline.BuildOptions{Authorizers: map[string]pipeline.Authorizer{"live": denyAuth{}}})
+	g, diags := pipeline.BuildWith(f, kinds(), pipeline.NewRuntime(slog.New(slog.NewTextHandler(logs, nil)), nil), pipeline.BuildOptions{Authorizers: map[string]pipeline.Authorizer{"live": denyAuth{}}})
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
@@ -471,12 +476,12 @@ ingest "mpegts_udp" "denied" {
 	sendVia(t, c, s.order)
 	sendVia(t, c, s.order) // the same sender, still denied, silently
 	sluicetest.Eventually(t, 5*time.Second, func() bool {
-		return g.Metrics.Counter("sluice_mpegts_rejected_total", "").With("live/denied", "denied").Value() == 1
+		return g.Metrics.CounterValue("sluice_mpegts_rejected_total", "live/denied", "denied") == 1
 	}, "the denial was not counted")
 	if st := g.Hub.Stream("live/denied"); st != nil {
 		t.Fatalf("a denied source published: %+v", st.Info())
 	}
-	if n := strings.Count(logs.String(), "publish denied"); n != 1 {
+	if n := strings.Count(logs.String(), "publish refused; dropping"); n != 1 {
 		t.Fatalf("denial logged %d times, want once:\n%s", n, logs.String())
 	}
 
@@ -498,7 +503,7 @@ ingest "mpegts_udp" "denied" {
 func TestHTTPPushH265Opus(t *testing.T) {
 	srv := start(t, "", `gop_cache = 10`)
 	ha := srv.Addr("server.http")
-	ts, err := os.ReadFile(filepath.Join("testdata", "h265_opus.ts"))
+	ts, err := os.ReadFile(demuxFixture("h265_opus.ts"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +565,7 @@ func TestHTTPPushH265Opus(t *testing.T) {
 func TestH264MP3OverUDP(t *testing.T) {
 	srv := start(t, `timeout = "300ms"`, `gop_cache = 10`)
 	ua := srv.Addr("ingest.mpegts_udp.cam")
-	ts, err := os.ReadFile(filepath.Join("testdata", "h264_mp3.ts"))
+	ts, err := os.ReadFile(demuxFixture("h264_mp3.ts"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,8 @@
 // Package mpegtsudp ingests MPEG-TS: pushed over UDP (unicast or multicast,
 // one port per stream, as encoders and IRDs send it) and pushed over HTTP
-// (POST /APP/NAME.ts). Both share one demuxer built on mediacommon's mpegts
-// reader, with continuity checks, program-change detection and one 90 kHz
-// clock per source in front of the hub.
+// (POST /APP/NAME.ts). Both feed the demuxer of ingest/mpegts, which does
+// the continuity checks, program-change detection and one 90 kHz clock per
+// source in front of the hub.
 package mpegtsudp
 
 import (
@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-media/sluice/ingest/mpegts"
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/config"
 )
@@ -91,7 +92,7 @@ func (c *Config) Validate() error {
 // Register adds the "mpegts_udp" and "mpegts_http" ingest kinds.
 func Register(k *pipeline.Kinds) {
 	pipeline.Add(k, "ingest", "mpegts_udp", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
-		if _, ok := env.Hub.Resolve(c.Stream); !ok {
+		if _, ok := env.Resolve(c.Stream); !ok {
 			return nil, fmt.Errorf("stream %q matches no pipeline; add a pipeline whose match covers it", c.Stream)
 		}
 		return New(c, env), nil
@@ -105,7 +106,7 @@ type Server struct {
 	env  pipeline.Env
 	log  *slog.Logger
 	conn *net.UDPConn
-	dm   *demuxCounters
+	dm   *mpegts.Counters
 	m    udpMetrics
 
 	warned map[string]time.Time // rate limit for per-sender warnings
@@ -121,16 +122,22 @@ type udpMetrics struct {
 // New returns the stage for cfg (already validated).
 func New(cfg *Config, env pipeline.Env) *Server {
 	s := &Server{cfg: *cfg, env: env, log: env.Log.With("stream", cfg.Stream, "proto", "mpegts-udp"), warned: map[string]time.Time{}}
-	m := env.Metrics
-	st := cfg.Stream
-	s.dm = newDemuxCounters(m, st)
+	s.counters()
+	return s
+}
+
+// counters (re)takes the stream's counters. Per-stream series are dropped
+// when a stream ends (Metrics.ForgetStream), so each new source session
+// takes them anew; called from the read loop only.
+func (s *Server) counters() {
+	m, st := s.env.Metrics, s.cfg.Stream
+	s.dm = mpegts.NewCounters(m, st)
 	s.m = udpMetrics{
 		datagrams: m.Counter("sluice_mpegts_udp_datagrams_total", "UDP datagrams received, by stream.", "stream").With(st),
 		bytes:     m.Counter("sluice_mpegts_udp_received_bytes_total", "UDP payload bytes received, by stream.", "stream").With(st),
 		publishes: m.Counter("sluice_mpegts_publishes_total", "MPEG-TS publish sessions started, by stream.", "stream").With(st),
 		rejected:  m.Counter("sluice_mpegts_rejected_total", "MPEG-TS sources refused, by stream and reason.", "stream", "reason"),
 	}
-	return s
 }
 
 // Bind opens the socket and, for a group address, joins the group.
@@ -217,12 +224,13 @@ func (s *Server) Run(ctx context.Context) error {
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		ts, ok := tsPayload(buf[:n])
 		if !ok {
-			s.dm.badPackets["size"].Inc()
+			s.dm.BadPacket("size")
 			s.warn(from, "size", "datagram skipped: not whole 188-byte MPEG-TS packets", "bytes", n)
 			continue
 		}
 		if cur == nil {
-			cur = &source{s: s, from: from, ch: make(chan []byte, 1024)}
+			s.counters()
+			cur = &source{s: s, from: from, ch: make(chan []byte, 1024), dm: s.dm, m: s.m}
 			wg.Add(1)
 			go func(src *source) {
 				defer wg.Done()
@@ -237,14 +245,14 @@ func (s *Server) Run(ctx context.Context) error {
 		if cur.queued.Load()+int64(len(ts)) > maxQueued {
 			// The demuxer is far behind (or auth is slow); losing these
 			// is what the continuity check will report.
-			s.dm.badPackets["overflow"].Inc()
+			s.dm.BadPacket("overflow")
 			continue
 		}
 		select {
 		case cur.ch <- bytes.Clone(ts):
 			cur.queued.Add(int64(len(ts)))
 		default:
-			s.dm.badPackets["overflow"].Inc()
+			s.dm.BadPacket("overflow")
 		}
 	}
 }
@@ -253,7 +261,7 @@ func (s *Server) Run(ctx context.Context) error {
 // 188-byte packets, bare or behind an RTP header (RFC 2250, as sent by
 // `-f rtp_mpegts` and many IPTV sources). ok is false for anything else.
 func tsPayload(b []byte) ([]byte, bool) {
-	if len(b) > 0 && len(b)%packetSize == 0 && b[0] == syncByte {
+	if len(b) > 0 && len(b)%mpegts.PacketSize == 0 && b[0] == mpegts.SyncByte {
 		return b, true
 	}
 	// RFC 3550 §5.1: version 2, then CSRCs, an optional extension and
@@ -276,7 +284,7 @@ func tsPayload(b []byte) ([]byte, bool) {
 		}
 		end -= pad
 	}
-	if h >= end || (end-h)%packetSize != 0 || b[h] != syncByte {
+	if h >= end || (end-h)%mpegts.PacketSize != 0 || b[h] != mpegts.SyncByte {
 		return nil, false
 	}
 	return b[h:end], true
@@ -304,6 +312,8 @@ const maxQueued = 8 << 20
 // the datagrams the read loop hands it, until the read loop closes ch.
 type source struct {
 	s      *Server
+	dm     *mpegts.Counters // the session's counters, taken when it began
+	m      udpMetrics
 	from   netip.AddrPort
 	ch     chan []byte
 	queued atomic.Int64 // bytes in ch
@@ -320,41 +330,21 @@ func (src *source) run(ctx context.Context) {
 			src.queued.Add(-int64(len(b)))
 		}
 	}()
-	remote := src.from.String()
-	log := s.log.With("remote", remote)
-	path := s.cfg.Stream
-	req := pipeline.AuthRequest{Action: pipeline.ActionPublish, Proto: "mpegts-udp", Remote: remote, Path: path, Node: s.env.Node}
-	if opts, ok := s.env.Hub.Resolve(path); ok {
-		req.Pipeline = opts.Pipeline
-	}
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	d := s.env.Auth(path).Authorize(actx, req)
-	cancel()
-	if !d.Allow {
-		s.m.rejected.With(path, "denied").Inc()
-		log.Warn("publish denied; dropping this source's packets until it goes silent", "reason", d.Why())
-		return
-	}
-
-	pub := src.publish(log)
+	log := s.log.With("remote", src.from.String())
+	pub := src.publish(ctx, log)
 	if pub == nil {
 		return
 	}
-	defer pub.Close()
-	defer func() {
-		req.Action = pipeline.ActionUnpublish
-		nctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s.env.Auth(path).Notify(nctx, req)
-	}()
-	s.m.publishes.Inc()
+	var cause string
+	defer func() { pub.Finish(cause) }()
+	src.m.publishes.Inc()
 	start := time.Now()
 	log.Info("publish started")
 
 	out := &pubSink{pub: pub}
-	dm := newDemuxer(&chanPackets{ch: src.ch, queued: &src.queued}, out, log, s.dm)
-	err := dm.run()
-	cause := "timeout"
+	dm := mpegts.New(&chanPackets{ch: src.ch, queued: &src.queued, pub: pub}, out, log, src.dm)
+	err := dm.Run()
+	cause = "timeout"
 	switch {
 	case ctx.Err() != nil:
 		cause = "shutdown"
@@ -366,27 +356,30 @@ func (src *source) run(ctx context.Context) {
 	log.Info("publish ended", "cause", cause, "duration", time.Since(start).Round(time.Millisecond), "units", out.units)
 }
 
-// publish becomes the stream's publisher. While another publisher holds the
-// stream it drops the datagrams and retries every second; it gives up (nil)
-// when the source goes silent or the stream cannot exist.
-func (src *source) publish(log *slog.Logger) *pipeline.Publisher {
+// publish admits the source as the stream's publisher. While another
+// publisher holds the stream it drops the datagrams and asks again every
+// second; it gives up (nil) when the source goes silent or is refused for
+// any other reason (denied, no pipeline), dropping its datagrams until it
+// goes silent.
+func (src *source) publish(ctx context.Context, log *slog.Logger) *pipeline.Publisher {
 	s := src.s
 	path := s.cfg.Stream
-	info := pipeline.ClientInfo{Proto: "mpegts-udp", Remote: src.from.String()}
+	req := pipeline.Request{Path: path, Client: pipeline.ClientInfo{Proto: "mpegts-udp", Remote: src.from.String()}}
 	warned := false
 	for {
-		pub, err := s.env.Hub.Publish(path, info)
+		pub, err := s.env.Gate.Publish(ctx, req)
 		if err == nil {
 			return pub
 		}
-		if !errors.Is(err, pipeline.ErrStreamBusy) {
-			s.m.rejected.With(path, "no_pipeline").Inc()
-			log.Warn("cannot publish; dropping this source's packets until it goes silent", "err", err)
+		ref := pipeline.RefusalOf(err)
+		if ref.Reason != pipeline.ReasonBusy {
+			src.m.rejected.With(path, ref.Reason).Inc()
+			log.Warn("publish refused; dropping this source's packets until it goes silent", "reason", ref.Reason, "err", err)
 			return nil
 		}
 		if !warned {
 			warned = true
-			s.m.rejected.With(path, "busy").Inc()
+			src.m.rejected.With(path, "busy").Inc()
 			log.Warn("stream is busy; dropping this source's packets until it is free")
 		}
 		t := time.NewTimer(time.Second)
@@ -406,25 +399,27 @@ func (src *source) publish(log *slog.Logger) *pipeline.Publisher {
 	}
 }
 
-// chanPackets is the packetSource of a UDP source: the datagrams the read
+// chanPackets is the PacketSource of a UDP source: the datagrams the read
 // loop queued, cut into packets. It ends when the read loop closes ch.
 type chanPackets struct {
 	ch     <-chan []byte
 	queued *atomic.Int64
+	pub    *pipeline.Publisher // counts the bytes taken
 	cur    []byte
 }
 
-func (c *chanPackets) next() ([]byte, error) {
-	for len(c.cur) < packetSize {
+func (c *chanPackets) Next() ([]byte, error) {
+	for len(c.cur) < mpegts.PacketSize {
 		b, ok := <-c.ch
 		if !ok {
 			return nil, io.EOF
 		}
 		c.queued.Add(-int64(len(b)))
+		c.pub.CountBytes(int64(len(b)))
 		c.cur = b
 	}
-	p := c.cur[:packetSize]
-	c.cur = c.cur[packetSize:]
+	p := c.cur[:mpegts.PacketSize]
+	c.cur = c.cur[mpegts.PacketSize:]
 	return p, nil
 }
 
@@ -434,16 +429,16 @@ type pubSink struct {
 	units uint64
 }
 
-func (p *pubSink) expect(video, audio bool) { p.pub.Expect(video, audio) }
+func (p *pubSink) Expect(video, audio bool) { p.pub.Expect(video, audio) }
 
-func (p *pubSink) write(au *pipeline.AccessUnit) error {
+func (p *pubSink) Write(au *pipeline.AccessUnit) error {
 	p.units++
 	return p.pub.Write(au)
 }
 
 var (
-	_ pipeline.Stage  = (*Server)(nil)
-	_ pipeline.Binder = (*Server)(nil)
-	_ packetSource    = (*chanPackets)(nil)
-	_ sink            = (*pubSink)(nil)
+	_ pipeline.Stage      = (*Server)(nil)
+	_ pipeline.Binder     = (*Server)(nil)
+	_ mpegts.PacketSource = (*chanPackets)(nil)
+	_ mpegts.Sink         = (*pubSink)(nil)
 )

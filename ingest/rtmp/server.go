@@ -72,15 +72,13 @@ type Server struct {
 	next atomic.Uint64
 }
 
+// metrics counts connections; sessions (publish and play), their
+// refusals, closes and bytes are counted by the Gate and the player writer
+// under the names every protocol shares.
 type metrics struct {
-	conns     *pipeline.Counter
-	rejected  *pipeline.CounterVec
-	closed    *pipeline.CounterVec
-	bytesIn   *pipeline.Counter
-	bytesOut  *pipeline.Counter
-	active    atomic.Int64
-	publishes *pipeline.Counter
-	plays     *pipeline.Counter
+	conns  *pipeline.Counter
+	closed *pipeline.CounterVec
+	open   *pipeline.Gauge
 }
 
 // New returns a server for cfg (already validated).
@@ -88,15 +86,12 @@ func New(cfg *Config, env pipeline.Env) *Server {
 	s := &Server{cfg: *cfg, env: env, log: env.Log}
 	m := env.Metrics
 	s.m = metrics{
-		conns:     m.Counter("sluice_rtmp_connections_total", "RTMP connections accepted.").With(),
-		rejected:  m.Counter("sluice_rtmp_rejected_total", "RTMP publish or play requests refused, by reason.", "reason"),
-		closed:    m.Counter("sluice_rtmp_closed_total", "RTMP connections closed, by cause.", "cause"),
-		bytesIn:   m.Counter("sluice_rtmp_received_bytes_total", "Bytes received from RTMP publishers.").With(),
-		bytesOut:  m.Counter("sluice_rtmp_sent_bytes_total", "Media bytes sent to RTMP players.").With(),
-		publishes: m.Counter("sluice_rtmp_publishes_total", "RTMP publish sessions started.").With(),
-		plays:     m.Counter("sluice_rtmp_plays_total", "RTMP play sessions started.").With(),
+		conns:  m.Counter("sluice_rtmp_connections_total", "RTMP connections accepted.").With(),
+		closed: m.Counter("sluice_rtmp_closed_total", "RTMP connections closed before a publish or play started (handshake, connect), by cause.", "cause"),
 	}
-	m.GaugeFunc("sluice_rtmp_connections", "RTMP connections open.", func() float64 { return float64(s.m.active.Load()) })
+	// A gauge the stage moves itself: during a reload two builds of one
+	// stage may exist at once, and each counts its own connections.
+	s.m.open = m.Gauge("sluice_rtmp_connections", "RTMP connections open, by stage.", "stage").With(env.Address)
 	return s
 }
 
@@ -133,12 +128,12 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		s.m.conns.Inc()
-		s.m.active.Add(1)
+		s.m.open.Add(1)
 		c := newConn(s, nc, s.next.Add(1))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.m.active.Add(-1)
+			defer s.m.open.Add(-1)
 			c.serve(ctx)
 		}()
 	}

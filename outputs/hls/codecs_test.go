@@ -13,6 +13,8 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 
 	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/pipeline/codec"
+	"github.com/sluice-media/sluice/pipeline/media/clock"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
 )
 
@@ -57,7 +59,6 @@ func publishH265Opus(t *testing.T, hub *pipeline.Hub, path string) {
 		}
 		var video *pipeline.Track
 		audio := &pipeline.Track{Codec: pipeline.CodecOpus, SampleRate: 48000, Channels: 2}
-		ts := func(v int64) time.Duration { return time.Duration(v) * time.Second / 90000 }
 		p.Expect(true, true)
 		for _, tr := range r.Tracks() {
 			switch tr.Codec.(type) {
@@ -67,12 +68,12 @@ func publishH265Opus(t *testing.T, hub *pipeline.Hub, path string) {
 					if video == nil {
 						t := &pipeline.Track{Codec: pipeline.CodecH265}
 						for _, n := range au {
-							switch h265.NALUType((n[0] >> 1) & 0x3F) {
-							case h265.NALUType_VPS_NUT:
+							switch codec.ClassifyNAL(pipeline.CodecH265, n) {
+							case codec.NALVPS:
 								t.VPS = n
-							case h265.NALUType_SPS_NUT:
+							case codec.NALSPS:
 								t.SPS = n
-							case h265.NALUType_PPS_NUT:
+							case codec.NALPPS:
 								t.PPS = n
 							}
 						}
@@ -89,12 +90,12 @@ func publishH265Opus(t *testing.T, hub *pipeline.Hub, path string) {
 					if err != nil {
 						return err
 					}
-					return p.Write(&pipeline.AccessUnit{Track: video, DTS: ts(dts), PTS: ts(pts), Key: key, Data: data})
+					return p.Write(&pipeline.AccessUnit{Track: video, DTS: clock.From90k(dts), PTS: clock.From90k(pts), Key: key, Data: data})
 				})
 			case *mpegts.CodecOpus:
 				r.OnDataOpus(tr, func(pts int64, packets [][]byte) error {
 					for _, pk := range packets {
-						if err := p.Write(&pipeline.AccessUnit{Track: audio, DTS: ts(pts), PTS: ts(pts), Key: true, Data: pk}); err != nil {
+						if err := p.Write(&pipeline.AccessUnit{Track: audio, DTS: clock.From90k(pts), PTS: clock.From90k(pts), Key: true, Data: pk}); err != nil {
 							return err
 						}
 						pts += 90 * 20 // 20 ms packets

@@ -164,7 +164,7 @@ func (c *Config) Validate() error {
 
 // Register adds the "hls" output kind.
 func Register(k *pipeline.Kinds) {
-	pipeline.Add(k, "output", "hls", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
+	pipeline.Add(k, "pipeline.output", "hls", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
 		if env.HTTP == nil {
 			return nil, errors.New(`output "hls" needs the HTTP listener; set server { http = ":8080" }`)
 		}
@@ -173,17 +173,15 @@ func Register(k *pipeline.Kinds) {
 			secret = make([]byte, 32)
 			_, _ = rand.Read(secret)
 		}
-		o := &Output{cfg: *c, env: env, log: env.Log, signer: NewSigner(secret, c.sign), muxers: map[string]*muxer{}, allows: map[string]time.Time{}}
+		o := &Output{cfg: *c, env: env, log: env.Log, signer: NewSigner(secret, c.sign), muxers: map[string]*muxer{}, allows: map[string]time.Time{}, starts: make(chan startReq)}
 		m := env.Metrics
 		o.requests = m.Counter("sluice_hls_requests_total", "HLS requests answered, by file type and status code.", "file", "code")
 		o.encodeErrors = m.Counter("sluice_hls_encode_errors_total", "Problems the HLS muxer reported: units it could not use, timing it had to adjust.").With()
 		o.restarts = m.Counter("sluice_hls_muxer_restarts_total", "HLS muxers restarted because the stream's tracks changed.").With()
 		o.badSig = m.Counter("sluice_hls_signature_rejected_total", "HLS media requests refused for a missing, wrong or expired signature.").With()
-		m.GaugeFunc("sluice_hls_muxers", "HLS muxers running.", func() float64 {
-			o.mu.Lock()
-			defer o.mu.Unlock()
-			return float64(len(o.muxers))
-		})
+		// A gauge each stage moves itself (not a function of its map):
+		// during a reload two builds of one stage may exist at once.
+		o.running = m.Gauge("sluice_hls_muxers", "HLS muxers running, by stage.", "stage").With(env.Address)
 		env.HTTP.Handle(env.Pipeline.Name, http.MethodGet, pipeline.Dir(), o.serve)
 		return o, nil
 	})
@@ -201,36 +199,56 @@ type Output struct {
 	encodeErrors *pipeline.Counter
 	restarts     *pipeline.Counter
 	badSig       *pipeline.Counter
+	running      *pipeline.Gauge
 
 	allowMu sync.Mutex
 	allows  map[string]time.Time // recent playlist allows, see allowTTL
 
 	mu      sync.Mutex
-	ctx     context.Context // Run's, the parent of every muxer; nil outside Run
 	muxers  map[string]*muxer
 	stopped bool
 	wg      sync.WaitGroup
+	// starts carries muxer starts from request handlers to Run, which
+	// owns every muxer goroutine and starts them under its context.
+	starts chan startReq
+}
+
+// startReq asks Run for the muxer of s; rd, when set, is a reader of s the
+// muxer takes over (or closes, if s has a muxer already).
+type startReq struct {
+	s     *pipeline.Stream
+	rd    *pipeline.Reader
+	reply chan *muxer
 }
 
 // Run starts a muxer for every stream of the pipeline as it is published
-// (when always is set) and, once ctx ends, stops every muxer and waits for
-// them.
+// (when always is set) and for the streams requests ask for, and, once ctx
+// ends, stops every muxer and waits for them.
 func (o *Output) Run(ctx context.Context) error {
-	o.mu.Lock()
-	o.ctx = ctx
-	o.mu.Unlock()
+	var feeder sync.WaitGroup
 	if o.cfg.Always {
 		w := o.env.Hub.Watch(func(s *pipeline.Stream) bool { return s.Options().Pipeline == o.env.Pipeline.Name })
-		for {
-			s, err := w.Next(ctx)
-			if err != nil {
-				break
+		defer feeder.Wait()
+		defer w.Close()
+		feeder.Go(func() {
+			for {
+				s, err := w.Next(ctx)
+				if err != nil {
+					return
+				}
+				o.start(ctx, s, nil)
 			}
-			o.ensure(s)
-		}
-		w.Close()
+		})
 	}
-	<-ctx.Done()
+loop:
+	for {
+		select {
+		case req := <-o.starts:
+			req.reply <- o.start(ctx, req.s, req.rd)
+		case <-ctx.Done():
+			break loop
+		}
+	}
 	o.mu.Lock()
 	o.stopped = true
 	for _, m := range o.muxers {
@@ -241,18 +259,46 @@ func (o *Output) Run(ctx context.Context) error {
 	return nil
 }
 
-// ensure returns the muxer of s, starting one (and retiring the muxer of an
-// earlier stream of the same path) if needed. It returns nil during
-// shutdown.
-func (o *Output) ensure(s *pipeline.Stream) *muxer {
+// ensure returns the muxer of s, asking Run to start one if needed; nil
+// when the stage is stopping. It is called from request handlers, whose
+// context ends when the stage stops.
+func (o *Output) ensure(ctx context.Context, s *pipeline.Stream, rd *pipeline.Reader) *muxer {
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.stopped || o.ctx == nil {
+	if m := o.muxers[s.Path()]; m != nil && m.stream == s {
+		o.mu.Unlock()
+		if rd != nil {
+			rd.Close()
+		}
+		return m
+	}
+	o.mu.Unlock()
+	req := startReq{s: s, rd: rd, reply: make(chan *muxer, 1)}
+	select {
+	case o.starts <- req:
+	case <-ctx.Done():
+		if rd != nil {
+			rd.Close()
+		}
 		return nil
 	}
+	return <-req.reply
+}
+
+// start returns the muxer of s, starting one (and retiring the muxer of an
+// earlier stream of the same path) if needed. It runs on Run's goroutines
+// and returns nil during shutdown.
+func (o *Output) start(ctx context.Context, s *pipeline.Stream, rd *pipeline.Reader) *muxer {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	path := s.Path()
 	m := o.muxers[path]
-	if m != nil && m.stream == s {
+	if o.stopped || ctx.Err() != nil || m != nil && m.stream == s {
+		if rd != nil {
+			rd.Close()
+		}
+		if o.stopped {
+			return nil
+		}
 		return m
 	}
 	if m != nil {
@@ -262,7 +308,7 @@ func (o *Output) ensure(s *pipeline.Stream) *muxer {
 		m.cancel()
 		m.log.Info("stream republished; replacing the HLS muxer")
 	}
-	ctx, cancel := context.WithCancel(o.ctx)
+	mctx, cancel := context.WithCancel(ctx)
 	m = &muxer{o: o, path: path, stream: s, cancel: cancel, done: make(chan struct{}),
 		log: o.log.With("stream", path, "proto", "hls")}
 	m.touch()
@@ -271,19 +317,21 @@ func (o *Output) ensure(s *pipeline.Stream) *muxer {
 	v, a := s.Tracks()
 	if err := m.restart([2]*pipeline.Track{v, a}); err != nil {
 		cancel()
+		if rd != nil {
+			rd.Close()
+		}
 		m.log.Warn("cannot start the HLS muxer", "err", err)
 		return nil
 	}
 	o.muxers[path] = m
+	o.running.Add(1)
 	// Subscribe now, not in the goroutine, so that the muxer reads from
 	// where the stream is when it is asked for, however late the
 	// goroutine starts.
-	rd := s.Subscribe(pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
-	o.wg.Add(1)
-	go func() {
-		defer o.wg.Done()
-		m.run(ctx, rd)
-	}()
+	if rd == nil {
+		rd = s.Subscribe(pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
+	}
+	o.wg.Go(func() { m.run(mctx, rd) })
 	m.log.Info("HLS muxer started", "variant", o.cfg.Variant)
 	return m
 }
@@ -293,20 +341,34 @@ func (o *Output) remove(m *muxer) {
 	defer o.mu.Unlock()
 	if o.muxers[m.path] == m {
 		delete(o.muxers, m.path)
+		o.running.Add(-1)
 	}
 }
 
 // lookup finds the muxer serving path: the live stream's (starting it when
-// needed), or the one still serving an ended stream's last segments.
-func (o *Output) lookup(path string) *muxer {
+// needed), or the one still serving an ended stream's last segments. A
+// stream that nobody publishes but that the pipeline's on-demand source can
+// bring (an edge) is asked for, and waited for up to wait_ready, like a
+// player would: an HLS audience needs no other protocol to start a pull.
+func (o *Output) lookup(ctx context.Context, path string) *muxer {
 	if s := o.env.Hub.Stream(path); s != nil {
 		if info := s.Info(); (info.State == "live" || info.State == "held") && len(info.Tracks) > 0 {
-			return o.ensure(s)
+			return o.ensure(ctx, s, nil)
 		}
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.muxers[path]
+	m := o.muxers[path]
+	o.mu.Unlock()
+	if m == nil && o.env.Hub.OnDemandFor(path) {
+		wctx, cancel := context.WithTimeout(ctx, o.cfg.wait)
+		defer cancel()
+		rd, err := o.env.Hub.Play(wctx, path, pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
+		if err != nil {
+			return nil
+		}
+		return o.ensure(ctx, rd.Stream(), rd)
+	}
+	return m
 }
 
 // fileType names a request's file for metrics.
@@ -381,16 +443,12 @@ func notReady(w http.ResponseWriter) {
 
 // signing reports whether media URIs of path are signed: when the
 // pipeline has an authorizer.
-func (o *Output) signing(path string) bool {
-	_, open := o.env.Auth(path).(pipeline.AllowAll)
-	return !open
-}
+func (o *Output) signing(path string) bool { return !o.env.Gate.Open(path) }
 
 // authorize asks the pipeline's authorizer whether the playlist request may
 // go on, and answers the denial itself.
 func (o *Output) authorize(w http.ResponseWriter, r *http.Request, path string, log *slog.Logger) bool {
-	auth := o.env.Auth(path)
-	if _, open := auth.(pipeline.AllowAll); open {
+	if o.env.Gate.Open(path) {
 		return true
 	}
 	// A low-latency player reloads its playlist several times a second;
@@ -401,18 +459,24 @@ func (o *Output) authorize(w http.ResponseWriter, r *http.Request, path string, 
 	if o.allowed(key) {
 		return true
 	}
-	d := auth.Authorize(r.Context(), pipeline.AuthRequest{Action: pipeline.ActionPlay, Proto: "hls", Remote: r.RemoteAddr,
-		Path: path, Query: r.URL.RawQuery, Pipeline: o.env.Pipeline.Name, Node: o.env.Node, URL: r.URL.String()})
-	if d.Allow {
+	err := o.env.Gate.Check(r.Context(), pipeline.ActionPlay, o.request(r, path))
+	if err == nil {
 		o.remember(key)
 		return true
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	if d.Redirect == "" {
-		log.Warn("play denied", "reason", d.Why())
+	ref := pipeline.RefusalOf(err)
+	if ref.Reason != pipeline.ReasonRedirected {
+		log.Warn("play denied", "reason", ref.Reason, "err", err)
 	}
-	pipeline.RefuseHTTP(w, r, d, d.Why())
+	ref.WriteHTTP(w, r)
 	return false
+}
+
+// request is the admission request of an HLS playlist request.
+func (o *Output) request(r *http.Request, path string) pipeline.Request {
+	return pipeline.Request{Path: path, URL: r.URL.String(),
+		Client: pipeline.ClientInfo{Proto: "hls", Remote: r.RemoteAddr, Query: r.URL.RawQuery}}
 }
 
 // playlistAnswer fetches a playlist from m, answering errors itself; it
@@ -463,7 +527,7 @@ func (o *Output) servePlaylist(w http.ResponseWriter, r *http.Request, stream, r
 	if !o.authorize(w, r, stream, log) {
 		return
 	}
-	m := o.lookup(stream)
+	m := o.lookup(r.Context(), stream)
 	body := o.playlistAnswer(w, r, m, rest)
 	if body == nil {
 		return
@@ -566,7 +630,7 @@ func (o *Output) serveMaster(w http.ResponseWriter, r *http.Request, group strin
 		if !o.authorizeQuiet(r, p) {
 			continue
 		}
-		m := o.lookup(p)
+		m := o.lookup(r.Context(), p)
 		if m == nil {
 			continue
 		}
@@ -632,12 +696,7 @@ func (o *Output) remember(key string) {
 
 // authorizeQuiet asks whether the master request may list rendition path.
 func (o *Output) authorizeQuiet(r *http.Request, path string) bool {
-	auth := o.env.Auth(path)
-	if _, open := auth.(pipeline.AllowAll); open {
-		return true
-	}
-	return auth.Authorize(r.Context(), pipeline.AuthRequest{Action: pipeline.ActionPlay, Proto: "hls", Remote: r.RemoteAddr,
-		Path: path, Query: r.URL.RawQuery, Pipeline: o.env.Pipeline.Name, Node: o.env.Node, URL: r.URL.String()}).Allow
+	return o.env.Gate.Open(path) || o.env.Gate.Check(r.Context(), pipeline.ActionPlay, o.request(r, path)) == nil
 }
 
 var _ pipeline.Stage = (*Output)(nil)

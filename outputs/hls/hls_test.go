@@ -67,7 +67,7 @@ func start(t *testing.T, pipelines string, auth map[string]pipeline.Authorizer) 
 		t.Fatalf("config: %s", diags.Error())
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	g, diags := pipeline.BuildWith(f, k, log, pipeline.BuildOptions{Authorizers: auth})
+	g, diags := pipeline.BuildWith(f, k, pipeline.NewRuntime(log, nil), pipeline.BuildOptions{Authorizers: auth})
 	if diags.HasErrors() {
 		t.Fatalf("build: %s", diags.Error())
 	}

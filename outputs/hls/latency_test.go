@@ -15,6 +15,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 
+	"github.com/sluice-media/sluice/pipeline/media/clock"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
 )
 
@@ -102,7 +103,7 @@ pipeline "live" {
 				dts := int64(tr.BaseTime)
 				for _, s := range tr.Samples {
 					// gohlslib starts fMP4 timestamps at 10 s.
-					pts := time.Duration(dts+int64(s.PTSOffset))*time.Second/90000 - 10*time.Second
+					pts := clock.From90k(dts+int64(s.PTSOffset)) - 10*time.Second
 					dts += int64(s.Duration)
 					mu.Lock()
 					at, ok := rtmpAt[pts.Milliseconds()]

@@ -23,8 +23,8 @@ func muxers(t *testing.T, srv *server) string {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.HasPrefix(l, "sluice_hls_muxers ") {
-			return strings.TrimPrefix(l, "sluice_hls_muxers ")
+		if strings.HasPrefix(l, "sluice_hls_muxers{") {
+			return l[strings.LastIndexByte(l, ' ')+1:]
 		}
 	}
 	return ""

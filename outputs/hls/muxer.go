@@ -18,12 +18,11 @@ import (
 	"github.com/bluenviron/gohlslib/v2"
 	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
 	"github.com/bluenviron/gohlslib/v2/pkg/playlist"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/codec"
+	"github.com/sluice-media/sluice/pipeline/media/clock"
 )
 
 var errIdle = errors.New("no request within close_after")
@@ -169,20 +168,20 @@ func (m *muxer) write(au *pipeline.AccessUnit) error {
 		m.base = time.Now().Add(-au.PTS)
 	}
 	ntp := m.base.Add(au.PTS)
-	pts := toClock(au.PTS, ht.ClockRate)
+	pts := clock.ToRate(au.PTS, uint32(ht.ClockRate))
 	var err error
 	switch au.Track.Codec {
 	case pipeline.CodecH264:
 		var nalus [][]byte
 		if nalus, err = codec.SplitAVCC(nil, au.Data); err == nil {
-			nalus = withParams264(nalus, au)
-			err = h.WriteH264(ht, ntp, pts, nalus)
+			// HLS players join at a segment: its keyframe carries the
+			// parameter sets in band.
+			err = h.WriteH264(ht, ntp, pts, codec.WithParams(au, nalus))
 		}
 	case pipeline.CodecH265:
 		var nalus [][]byte
 		if nalus, err = codec.SplitAVCC(nil, au.Data); err == nil {
-			nalus = withParams265(nalus, au)
-			err = h.WriteH265(ht, ntp, pts, nalus)
+			err = h.WriteH265(ht, ntp, pts, codec.WithParams(au, nalus))
 		}
 	case pipeline.CodecAAC:
 		err = h.WriteMPEG4Audio(ht, ntp, pts, [][]byte{au.Data})
@@ -206,52 +205,18 @@ func (m *muxer) encodeError(err error) {
 	}
 }
 
-// toClock converts d to ticks of rate without overflowing for long streams.
-func toClock(d time.Duration, rate int) int64 {
-	s := int64(d / time.Second)
-	r := int64(d % time.Second)
-	return s*int64(rate) + r*int64(rate)/int64(time.Second)
-}
-
-// withParams264 puts the SPS and PPS in front of a keyframe that lacks
-// them (RTMP and MP4 carry them out of band; HLS players joining at a
-// segment need them in band).
-func withParams264(nalus [][]byte, au *pipeline.AccessUnit) [][]byte {
-	if !au.Key || len(au.Track.SPS) == 0 {
-		return nalus
-	}
-	for _, n := range nalus {
-		if len(n) > 0 && h264.NALUType(n[0]&0x1F) == h264.NALUTypeSPS {
-			return nalus
-		}
-	}
-	return append([][]byte{au.Track.SPS, au.Track.PPS}, nalus...)
-}
-
-func withParams265(nalus [][]byte, au *pipeline.AccessUnit) [][]byte {
-	if !au.Key || len(au.Track.SPS) == 0 {
-		return nalus
-	}
-	for _, n := range nalus {
-		if len(n) > 0 && h265.NALUType((n[0]>>1)&0x3F) == h265.NALUType_SPS_NUT {
-			return nalus
-		}
-	}
-	return append([][]byte{au.Track.VPS, au.Track.SPS, au.Track.PPS}, nalus...)
-}
-
 // hlsTrack maps a stream track to a gohlslib track, or explains why the
 // variant cannot carry it.
 func hlsTrack(t *pipeline.Track, variant gohlslib.MuxerVariant) (*gohlslib.Track, error) {
 	ts := variant == gohlslib.MuxerVariantMPEGTS
 	switch t.Codec {
 	case pipeline.CodecH264:
-		return &gohlslib.Track{Codec: &codecs.H264{SPS: t.SPS, PPS: t.PPS}, ClockRate: 90000}, nil
+		return &gohlslib.Track{Codec: &codecs.H264{SPS: t.SPS, PPS: t.PPS}, ClockRate: clock.Rate90k}, nil
 	case pipeline.CodecH265:
 		if ts {
 			return nil, errors.New("H265 needs variant fmp4 or lowLatency")
 		}
-		return &gohlslib.Track{Codec: &codecs.H265{VPS: t.VPS, SPS: t.SPS, PPS: t.PPS}, ClockRate: 90000}, nil
+		return &gohlslib.Track{Codec: &codecs.H265{VPS: t.VPS, SPS: t.SPS, PPS: t.PPS}, ClockRate: clock.Rate90k}, nil
 	case pipeline.CodecAAC:
 		var asc mpeg4audio.AudioSpecificConfig
 		if err := asc.Unmarshal(t.Config); err != nil {

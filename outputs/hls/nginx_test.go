@@ -3,10 +3,8 @@ package hls_test
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,43 +19,23 @@ import (
 // returns its host:port. Its prefix, cache and logs live in t.TempDir().
 func startNginx(t *testing.T, upstream string) string {
 	t.Helper()
-	bin := sluicetest.Tool(t, "nginx")
-	dir := t.TempDir()
-	for _, d := range []string{"logs", "cache", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+	n := sluicetest.StartNginx(t, func(addr, dir string) string {
+		if err := os.MkdirAll(filepath.Join(dir, "cache"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-	}
-	// nginx takes a port number, not a listener: bind :0 to find a free
-	// one, then hand it over.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;" // workers must reach the test's private temp dir
-	}
-	conf := fmt.Sprintf(`
-%[1]s
-worker_processes 1;
-error_log %[2]s/logs/error.log info;
-pid %[2]s/nginx.pid;
-events { worker_connections 256; }
+		return fmt.Sprintf(`
 http {
-  access_log %[2]s/logs/access.log;
-  client_body_temp_path %[2]s/tmp/body;
-  proxy_temp_path %[2]s/tmp/proxy;
-  fastcgi_temp_path %[2]s/tmp/fastcgi;
-  uwsgi_temp_path %[2]s/tmp/uwsgi;
-  scgi_temp_path %[2]s/tmp/scgi;
-  proxy_cache_path %[2]s/cache levels=1:2 keys_zone=hls:10m max_size=200m inactive=10m use_temp_path=off;
+  access_log %[1]s/logs/access.log;
+  client_body_temp_path %[1]s/tmp/body;
+  proxy_temp_path %[1]s/tmp/proxy;
+  fastcgi_temp_path %[1]s/tmp/fastcgi;
+  uwsgi_temp_path %[1]s/tmp/uwsgi;
+  scgi_temp_path %[1]s/tmp/scgi;
+  proxy_cache_path %[1]s/cache levels=1:2 keys_zone=hls:10m max_size=200m inactive=10m use_temp_path=off;
   server {
-    listen %[3]s;
+    listen %[2]s;
     location / {
-      proxy_pass http://%[4]s;
+      proxy_pass http://%[3]s;
       proxy_http_version 1.1;
       proxy_cache hls;
       proxy_cache_lock on;
@@ -67,33 +45,9 @@ http {
     }
   }
 }
-`, user, dir, addr, upstream)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-g", "daemon off;")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nginx: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "logs", "error.log"))
-			t.Logf("nginx stderr:\n%s\nnginx error.log:\n%s", stderr.String(), log)
-		}
+`, dir, addr, upstream)
 	})
-	sluicetest.Eventually(t, 5*time.Second, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, "nginx did not start listening on %s", addr)
-	return addr
+	return n.Addr
 }
 
 // TestThroughNginxCache puts a real nginx proxy_cache in front of Sluice:

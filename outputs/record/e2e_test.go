@@ -25,6 +25,7 @@ import (
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/config"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
+	"github.com/sluice-media/sluice/pipeline/sluicetest/leakcheck"
 )
 
 // The tests in this file run the whole server with real peers: ffmpeg
@@ -38,7 +39,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(runChild())
 	}
-	os.Exit(m.Run())
+	// Goroutines outliving the tests fail the package: every recording
+	// goroutine has an owner that stops it.
+	leakcheck.Main(m)
 }
 
 func kinds(onEvent func(record.Event)) *pipeline.Kinds {

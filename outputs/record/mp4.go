@@ -19,6 +19,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/pmp4"
 
 	"github.com/sluice-media/sluice/pipeline"
+	"github.com/sluice-media/sluice/pipeline/media/clock"
 )
 
 // ISO/IEC 14496-12 §8.8.3.1 sample flags: sample_depends_on = 2 (an I
@@ -138,12 +139,12 @@ func mp4Codec(t *pipeline.Track) (fmp4.Codec, uint32, uint32, error) {
 		if t.SPS == nil || t.PPS == nil {
 			return nil, 0, 0, errors.New("H264 track without SPS or PPS")
 		}
-		return &fmp4.CodecH264{SPS: t.SPS, PPS: t.PPS}, 90000, 0, nil
+		return &fmp4.CodecH264{SPS: t.SPS, PPS: t.PPS}, clock.Rate90k, 0, nil
 	case pipeline.CodecH265:
 		if t.VPS == nil || t.SPS == nil || t.PPS == nil {
 			return nil, 0, 0, errors.New("H265 track without VPS, SPS or PPS")
 		}
-		return &fmp4.CodecH265{VPS: t.VPS, SPS: t.SPS, PPS: t.PPS}, 90000, 0, nil
+		return &fmp4.CodecH265{VPS: t.VPS, SPS: t.SPS, PPS: t.PPS}, clock.Rate90k, 0, nil
 	case pipeline.CodecAV1:
 		// AV1-ISOBMFF §2.3: av1C's configOBUs hold the sequence header.
 		if len(t.Config) > 4 {
@@ -152,7 +153,7 @@ func mp4Codec(t *pipeline.Track) (fmp4.Codec, uint32, uint32, error) {
 				for _, obu := range bs {
 					var h av1.OBUHeader
 					if h.Unmarshal(obu) == nil && h.Type == av1.OBUTypeSequenceHeader {
-						return &fmp4.CodecAV1{SequenceHeader: obu}, 90000, 0, nil
+						return &fmp4.CodecAV1{SequenceHeader: obu}, clock.Rate90k, 0, nil
 					}
 				}
 			}
@@ -181,27 +182,13 @@ func mp4Codec(t *pipeline.Track) (fmp4.Codec, uint32, uint32, error) {
 	return nil, 0, 0, fmt.Errorf("%s is not supported in MP4 recordings", t.Codec)
 }
 
-// ticks converts d to units of 1/scale s without overflowing for any d a
-// stream can reach (splitting seconds from the rest).
-func ticks(d time.Duration, scale uint32) int64 {
-	s := int64(scale)
-	return int64(d/time.Second)*s + int64(d%time.Second)*s/int64(time.Second)
-}
-
-// fromTicks converts ticks of 1/scale s back to a duration, without the
-// overflow of multiplying by time.Second first.
-func fromTicks(v int64, scale uint32) time.Duration {
-	s := int64(scale)
-	return time.Duration(v/s)*time.Second + time.Duration(v%s)*time.Second/time.Duration(s)
-}
-
 func (w *mp4Writer) add(au *pipeline.AccessUnit) error {
 	k := au.Track.Kind()
 	t := w.byKind[k]
 	if t == nil {
 		return nil // a track the file could not take
 	}
-	dts := ticks(au.DTS-w.base, t.scale)
+	dts := clock.ToRate(au.DTS-w.base, t.scale)
 	if t.hasLast && dts <= t.lastDTS {
 		// A source whose DTS stood still (the publisher clamps steps back
 		// to the previous value) would give a zero-duration sample, which
@@ -210,7 +197,7 @@ func (w *mp4Writer) add(au *pipeline.AccessUnit) error {
 		dts = t.lastDTS + 1
 	}
 	t.lastDTS, t.hasLast = dts, true
-	cts := ticks(au.PTS-w.base, t.scale) - dts
+	cts := clock.ToRate(au.PTS-w.base, t.scale) - dts
 	if n := len(t.pend); n > 0 {
 		p := &t.pend[n-1]
 		p.dur, p.durKnown = uint32(max(dts-p.dts, 0)), true
@@ -244,7 +231,7 @@ func (w *mp4Writer) duration() time.Duration {
 		for _, s := range t.pend {
 			end = max(end, s.dts+int64(s.dur))
 		}
-		d = max(d, fromTicks(end, t.scale))
+		d = max(d, clock.FromRate(end, t.scale))
 	}
 	return d
 }

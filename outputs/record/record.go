@@ -61,7 +61,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-	"weak"
 
 	"github.com/sluice-media/sluice/pipeline"
 )
@@ -139,10 +138,10 @@ func Register(k *pipeline.Kinds) { RegisterWith(k, Options{}) }
 // RegisterWith is Register with hooks, for hosts (the plugin layer) that act
 // on recording events.
 func RegisterWith(k *pipeline.Kinds, opts Options) {
-	pipeline.Add(k, "record", FormatFLV, func(c *FLVConfig, env pipeline.Env) (pipeline.Stage, error) {
+	pipeline.Add(k, "pipeline.record", FormatFLV, func(c *FLVConfig, env pipeline.Env) (pipeline.Stage, error) {
 		return newFLVRecorder(c, env, opts)
 	})
-	pipeline.Add(k, "record", FormatMP4, func(c *MP4Config, env pipeline.Env) (pipeline.Stage, error) {
+	pipeline.Add(k, "pipeline.record", FormatMP4, func(c *MP4Config, env pipeline.Env) (pipeline.Stage, error) {
 		return newMP4Recorder(c, env, opts)
 	})
 }
@@ -218,10 +217,8 @@ func (r *Recorder) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	r.log.Info("recording", "format", r.format, "path", r.set.tmpl.raw, "root", r.set.tmpl.root)
-	// A stream that becomes ready while the Watch starts can be delivered
-	// twice; it must be recorded once. Weak pointers let an ended stream
-	// be collected, and its entry dropped, as soon as nobody holds it.
-	seen := map[weak.Pointer[pipeline.Stream]]struct{}{}
+	// The hub delivers each stream once (Hub.Watch), so each is recorded
+	// once.
 	for {
 		s, err := w.Next(ctx)
 		if err != nil {
@@ -230,16 +227,6 @@ func (r *Recorder) Run(ctx context.Context) error {
 			}
 			return err
 		}
-		for p := range seen {
-			if p.Value() == nil {
-				delete(seen, p)
-			}
-		}
-		key := weak.Make(s)
-		if _, dup := seen[key]; dup {
-			continue
-		}
-		seen[key] = struct{}{}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -9,7 +9,7 @@ import (
 
 // Parameter sets of a 160x90 4:4:4 x265 stream, and the
 // HEVCDecoderConfigurationRecord ffmpeg 5.1 writes for them into MP4 (made
-// from ingest/mpegtsudp/testdata/h265_opus.ts with
+// from ingest/mpegts/testdata/h265_opus.ts with
 // `ffmpeg -i h265_opus.ts -c:v copy -an -tag:v hvc1 out.mp4`). The SPS
 // has emulation prevention bytes inside profile_tier_level.
 var (

@@ -1,9 +1,10 @@
 // Package config decodes pipeline.hcl.
 //
-// The file has a fixed top level (server, variable, ingest, plugin,
-// pipeline, cluster); the bodies of kind blocks (ingest "rtmp", output
-// "hls", record "mp4" ...) belong to the kind that registered them and are
-// decoded by File.Decode into the kind's own struct. Every mistake becomes
+// The file has a fixed core (server, variable, plugin, pipeline); every other
+// block type (ingest, and inside a pipeline output, record, transcode, ...)
+// exists because a kind registered it, and the bodies of those kind blocks
+// (ingest "rtmp", output "hls", record "mp4" ...) belong to that kind and
+// are decoded by File.Decode into the kind's own struct. Every mistake becomes
 // an hcl.Diagnostic with the file, line and column, and unknown blocks and
 // attributes are errors: a typo must never silently turn a feature off.
 package config
@@ -19,10 +20,20 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
-// KindSet tells the decoder which kinds exist for a block type, so that an
-// unknown kind is reported with the known ones (and a close match).
+// KindSet tells the decoder which block types and kinds exist, so that a
+// block of an unknown type or kind is reported with the known ones (and a
+// close match). Block types are paths: "ingest" at the top level,
+// "pipeline.output" inside a pipeline block.
 type KindSet interface {
+	// Kinds returns the kinds registered for a block type.
 	Kinds(typ string) []string
+	// Types returns the block types registered in scope: "" for the top
+	// level, "pipeline" inside pipeline blocks.
+	Types(scope string) []string
+	// Single returns the one kind of a block type whose blocks take only a
+	// name label (transcode "NAME"), "" for ordinary types
+	// (TYPE "KIND" ["NAME"]).
+	Single(typ string) string
 }
 
 // Options steer decoding.
@@ -38,12 +49,13 @@ type Options struct {
 
 // File is a decoded pipeline.hcl.
 type File struct {
-	Server      Server
-	Variables   map[string]cty.Value
-	Ingests     []*KindBlock
+	Server    Server
+	Variables map[string]cty.Value
+	// Blocks are the top-level kind blocks (ingest "rtmp", ...), in file
+	// order.
+	Blocks      []*KindBlock
 	Plugins     []*PluginBlock
 	Pipelines   []*Pipeline
-	Cluster     *RawBlock
 	EvalContext *hcl.EvalContext
 	// Files holds the parsed sources, for diagnostics.
 	Files map[string]*hcl.File
@@ -58,6 +70,11 @@ type Server struct {
 	API string
 	// ShutdownTimeout bounds a clean stop.
 	ShutdownTimeout time.Duration
+	// AuthTimeout bounds each auth decision (connect, publish, play); a
+	// plugin that does not answer in time counts as a failure to answer.
+	AuthTimeout time.Duration
+	// NotifyTimeout bounds each unpublish/stop notification.
+	NotifyTimeout time.Duration
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string
 	LogFormat string
@@ -72,6 +89,9 @@ type KindBlock struct {
 	// Type is the block type ("ingest", "output", ...), Kind its kind
 	// label ("rtmp", "hls"), Name the optional instance label.
 	Type, Kind, Name string
+	// Single marks a type whose blocks carry only a name (transcode
+	// "NAME"); Kind is then the type's one kind.
+	Single bool
 	// Pipeline is the enclosing pipeline's name, "" for ingest.
 	Pipeline  string
 	Body      hcl.Body
@@ -79,12 +99,37 @@ type KindBlock struct {
 	KindRange hcl.Range
 }
 
+// TypePath is the block type's registry path: "ingest" for a top-level
+// block, "pipeline.output" for one inside a pipeline.
+func (b *KindBlock) TypePath() string {
+	if b.Pipeline != "" {
+		return "pipeline." + b.Type
+	}
+	return b.Type
+}
+
+// Ingests returns the file's ingest blocks.
+func (f *File) Ingests() []*KindBlock { return blocksOf(f.Blocks, "ingest") }
+
+// BlocksOf returns the pipeline's blocks of one type ("output").
+func (p *Pipeline) BlocksOf(typ string) []*KindBlock { return blocksOf(p.Blocks, typ) }
+
+func blocksOf(list []*KindBlock, typ string) []*KindBlock {
+	var out []*KindBlock
+	for _, b := range list {
+		if b.Type == typ {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 // Address names the block in logs and metrics: "ingest.rtmp",
 // "ingest.mpegts_udp.cam", "pipeline.live.output.hls".
 func (b *KindBlock) Address() string {
 	a := b.Type + "." + b.Kind
-	if b.Type == "transcode" {
-		a = b.Type // transcode "NAME": the kind is always "plugin"
+	if b.Single {
+		a = b.Type // transcode "NAME": the type has one kind
 	}
 	if b.Pipeline != "" {
 		a = "pipeline." + b.Pipeline + "." + a
@@ -98,12 +143,6 @@ func (b *KindBlock) Address() string {
 // PluginBlock is a plugin "NAME" block; the plugin host decodes its body.
 type PluginBlock struct {
 	Name     string
-	Body     hcl.Body
-	DefRange hcl.Range
-}
-
-// RawBlock is a block decoded by the package that owns it (cluster).
-type RawBlock struct {
 	Body     hcl.Body
 	DefRange hcl.Range
 }
@@ -141,10 +180,9 @@ type Pipeline struct {
 	WriteMode   string
 	MergeWindow time.Duration
 
-	Outputs    []*KindBlock
-	Records    []*KindBlock
-	Transcodes []*KindBlock
-	Forwards   []*KindBlock
+	// Blocks are the pipeline's kind blocks (output, record, transcode,
+	// forward, ...), in file order.
+	Blocks []*KindBlock
 
 	DefRange hcl.Range
 }

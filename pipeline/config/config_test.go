@@ -94,8 +94,8 @@ func TestDefaultPipelineFileIsValid(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	if f.Server.HTTP != ":8080" || len(f.Ingests) == 0 || f.Ingests[0].Address() != "ingest.rtmp" {
-		t.Errorf("default file does not follow the public conventions: http %q, ingests %d", f.Server.HTTP, len(f.Ingests))
+	if f.Server.HTTP != ":8080" || len(f.Ingests()) == 0 || f.Ingests()[0].Address() != "ingest.rtmp" {
+		t.Errorf("default file does not follow the public conventions: http %q, ingests %d", f.Server.HTTP, len(f.Ingests()))
 	}
 	p := f.Pipelines[0]
 	if !p.Matches("live/demo") || p.Matches("other/demo") || p.Matches("live/a/b") {
@@ -173,10 +173,10 @@ pipeline "live" {
 		t.Fatal(diags)
 	}
 	var got []string
-	for _, b := range f.Ingests {
+	for _, b := range f.Ingests() {
 		got = append(got, b.Address())
 	}
-	for _, b := range append(f.Pipelines[0].Outputs, f.Pipelines[0].Transcodes...) {
+	for _, b := range f.Pipelines[0].Blocks {
 		got = append(got, b.Address())
 	}
 	want := "ingest.rtmp ingest.mpegts_udp.cam pipeline.live.output.hls pipeline.live.output.hls.ll pipeline.live.transcode.abr"

@@ -23,6 +23,8 @@ const (
 	DefaultHTTP            = ":8080"
 	DefaultAPI             = "127.0.0.1:9997"
 	DefaultShutdownTimeout = 5 * time.Second
+	DefaultAuthTimeout     = 5 * time.Second
+	DefaultNotifyTimeout   = 2 * time.Second
 	DefaultGOPCache        = 1
 	DefaultBufferFrames    = 1024
 	DefaultMaxReaderLag    = 5 * time.Second
@@ -31,7 +33,39 @@ const (
 	DefaultMergeWindow     = 100 * time.Millisecond
 )
 
-var topBlocks = []string{"server", "variable", "ingest", "plugin", "pipeline", "cluster"}
+// coreBlocks are the top-level blocks the decoder itself knows; every other
+// block type comes from the registered kinds.
+var coreBlocks = []string{"server", "variable", "plugin", "pipeline"}
+
+// pipelineAttrs are the attributes of a pipeline block itself.
+var pipelineAttrs = []string{"match", "auth", "gop_cache", "buffer_frames", "max_reader_lag", "wait_publisher", "publisher_grace", "write_mode", "merge_window"}
+
+// types returns the block types known in scope: the registered ones, or,
+// without a KindSet (tests of the decoder alone), nil, meaning any.
+func (d *decoder) types(scope string) []string {
+	if d.opts.Kinds == nil {
+		return nil
+	}
+	return d.opts.Kinds.Types(scope)
+}
+
+// isType reports whether typ is a block type of scope.
+func (d *decoder) isType(scope, typ string) bool {
+	if d.opts.Kinds == nil {
+		return true
+	}
+	return contains(d.opts.Kinds.Types(scope), typ)
+}
+
+func (d *decoder) single(path string) string {
+	if d.opts.Kinds == nil {
+		if path == "pipeline.transcode" {
+			return "plugin"
+		}
+		return ""
+	}
+	return d.opts.Kinds.Single(path)
+}
 
 // decoder carries the state of one Parse.
 type decoder struct {
@@ -68,7 +102,7 @@ func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 
 	for _, a := range body.Attributes {
 		d.errorf(a.NameRange.Ptr(), "Unexpected attribute",
-			"%q is not allowed at the top level; it belongs inside a block (%s).", a.Name, strings.Join(topBlocks, ", "))
+			"%q is not allowed at the top level; it belongs inside a block (%s).", a.Name, strings.Join(append(append([]string{}, coreBlocks...), d.types("")...), ", "))
 	}
 	// Variables first: every other block may refer to them.
 	for _, b := range body.Blocks {
@@ -95,7 +129,8 @@ func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 		Functions: d.functions(),
 	}
 
-	f.Server = Server{HTTP: DefaultHTTP, API: DefaultAPI, ShutdownTimeout: DefaultShutdownTimeout, LogLevel: "info", LogFormat: "text"}
+	f.Server = Server{HTTP: DefaultHTTP, API: DefaultAPI, ShutdownTimeout: DefaultShutdownTimeout,
+		AuthTimeout: DefaultAuthTimeout, NotifyTimeout: DefaultNotifyTimeout, LogLevel: "info", LogFormat: "text"}
 	if h, err := os.Hostname(); err == nil {
 		f.Server.Node = h
 	}
@@ -115,10 +150,6 @@ func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 			if d.labels(b, 0, 0, nil) && !dup("block", "server", b.DefRange()) {
 				d.server(b)
 			}
-		case "ingest":
-			if kb := d.kindBlock(b, "ingest", ""); kb != nil && !dup("ingest", kb.Address(), b.DefRange()) {
-				f.Ingests = append(f.Ingests, kb)
-			}
 		case "plugin":
 			if d.labels(b, 1, 1, []string{"name"}) && !dup("plugin", b.Labels[0], b.DefRange()) {
 				f.Plugins = append(f.Plugins, &PluginBlock{Name: b.Labels[0], Body: b.Body, DefRange: b.DefRange()})
@@ -129,13 +160,16 @@ func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 					f.Pipelines = append(f.Pipelines, p)
 				}
 			}
-		case "cluster":
-			if d.labels(b, 0, 0, nil) && !dup("block", "cluster", b.DefRange()) {
-				f.Cluster = &RawBlock{Body: b.Body, DefRange: b.DefRange()}
-			}
 		default:
-			d.errorf(b.TypeRange.Ptr(), "Unsupported block type",
-				"Blocks of type %q are not expected here.%s", b.Type, suggest(b.Type, topBlocks))
+			if !d.isType("", b.Type) {
+				known := append(append([]string{}, coreBlocks...), d.types("")...)
+				d.errorf(b.TypeRange.Ptr(), "Unsupported block type",
+					"Blocks of type %q are not expected here; this build knows %s.%s", b.Type, strings.Join(known, ", "), suggest(b.Type, known))
+				continue
+			}
+			if kb := d.kindBlock(b, b.Type, ""); kb != nil && !dup(b.Type, kb.Address(), b.DefRange()) {
+				f.Blocks = append(f.Blocks, kb)
+			}
 		}
 	}
 	return f, d.diags
@@ -346,12 +380,14 @@ func (d *decoder) integer(a *hclsyntax.Attribute, dst *int, min, max int) {
 }
 
 func (d *decoder) server(b *hclsyntax.Block) {
-	known := []string{"http", "api", "shutdown_timeout", "log_level", "log_format", "node"}
+	known := []string{"http", "api", "shutdown_timeout", "auth_timeout", "notify_timeout", "log_level", "log_format", "node"}
 	a := d.attrs(b.Body, known, nil)
 	s := &d.f.Server
 	d.str(a["http"], &s.HTTP)
 	d.str(a["api"], &s.API)
 	d.duration(a["shutdown_timeout"], &s.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute)
+	d.duration(a["auth_timeout"], &s.AuthTimeout, 10*time.Millisecond, time.Minute)
+	d.duration(a["notify_timeout"], &s.NotifyTimeout, 10*time.Millisecond, time.Minute)
 	if d.str(a["log_level"], &s.LogLevel) && !contains([]string{"debug", "info", "warn", "error"}, s.LogLevel) {
 		d.errorf(a["log_level"].Expr.Range().Ptr(), "Invalid log level", "log_level = %q: use debug, info, warn or error.", s.LogLevel)
 	}
@@ -363,6 +399,18 @@ func (d *decoder) server(b *hclsyntax.Block) {
 
 // kindBlock reads the labels of a kind block: TYPE "KIND" ["NAME"].
 func (d *decoder) kindBlock(b *hclsyntax.Block, typ, pipeline string) *KindBlock {
+	path := typ
+	if pipeline != "" {
+		path = "pipeline." + typ
+	}
+	if one := d.single(path); one != "" {
+		// TYPE "NAME": the type has one kind, and the label names the
+		// instance.
+		if !d.labels(b, 1, 1, []string{"name"}) {
+			return nil
+		}
+		return &KindBlock{Type: typ, Kind: one, Single: true, Name: b.Labels[0], Pipeline: pipeline, Body: b.Body, DefRange: b.DefRange(), KindRange: b.LabelRanges[0]}
+	}
 	if !d.labels(b, 1, 2, []string{"kind", "name"}) {
 		return nil
 	}
@@ -375,7 +423,7 @@ func (d *decoder) kindBlock(b *hclsyntax.Block, typ, pipeline string) *KindBlock
 		}
 	}
 	if d.opts.Kinds != nil {
-		known := d.opts.Kinds.Kinds(typ)
+		known := d.opts.Kinds.Kinds(path)
 		if !contains(known, kb.Kind) {
 			list := "none"
 			if len(known) > 0 {
@@ -417,8 +465,7 @@ func (d *decoder) pipeline(b *hclsyntax.Block) *Pipeline {
 		d.errorf(b.LabelRanges[0].Ptr(), "Invalid pipeline name", "%q: a pipeline name uses letters, digits, _ and -.", p.Name)
 		return nil
 	}
-	known := []string{"match", "auth", "gop_cache", "buffer_frames", "max_reader_lag", "wait_publisher", "publisher_grace", "write_mode", "merge_window"}
-	a := d.attrs(b.Body, known, []string{"output", "record", "transcode", "forward"})
+	a := d.pipelineAttrs(b.Body)
 	if m := a["match"]; m == nil {
 		d.errorf(b.DefRange().Ptr(), "Missing match", "pipeline %q needs a match, such as match = \"live/*\", to say which streams it owns.", p.Name)
 	} else {
@@ -459,26 +506,36 @@ func (d *decoder) pipeline(b *hclsyntax.Block) *Pipeline {
 	d.duration(a["merge_window"], &p.MergeWindow, 0, time.Second)
 
 	for _, cb := range b.Body.Blocks {
-		switch cb.Type {
-		case "output", "record", "forward":
-			if kb := d.kindBlock(cb, cb.Type, p.Name); kb != nil {
-				list := map[string]*[]*KindBlock{"output": &p.Outputs, "record": &p.Records, "forward": &p.Forwards}[cb.Type]
-				if d.uniqueIn(*list, kb) {
-					*list = append(*list, kb)
-				}
-			}
-		case "transcode":
-			// transcode "NAME" { plugin = plugin.X ... }: the instance is
-			// named by its label; the kind is always "plugin".
-			if d.labels(cb, 1, 1, []string{"name"}) {
-				kb := &KindBlock{Type: "transcode", Kind: "plugin", Name: cb.Labels[0], Pipeline: p.Name, Body: cb.Body, DefRange: cb.DefRange(), KindRange: cb.LabelRanges[0]}
-				if d.uniqueIn(p.Transcodes, kb) {
-					p.Transcodes = append(p.Transcodes, kb)
-				}
-			}
+		if !d.isType("pipeline", cb.Type) {
+			continue // reported by pipelineAttrs
+		}
+		if kb := d.kindBlock(cb, cb.Type, p.Name); kb != nil && d.uniqueIn(p.Blocks, kb) {
+			p.Blocks = append(p.Blocks, kb)
 		}
 	}
 	return p
+}
+
+// pipelineAttrs reads a pipeline block's own attributes and reports
+// attributes and blocks it does not know, with the registered block types
+// in the suggestions.
+func (d *decoder) pipelineAttrs(body *hclsyntax.Body) map[string]*hclsyntax.Attribute {
+	out := map[string]*hclsyntax.Attribute{}
+	for name, a := range body.Attributes {
+		if !contains(pipelineAttrs, name) {
+			d.errorf(a.NameRange.Ptr(), "Unsupported argument", "An argument named %q is not expected here.%s", name, suggest(name, pipelineAttrs))
+			continue
+		}
+		out[name] = a
+	}
+	for _, b := range body.Blocks {
+		if !d.isType("pipeline", b.Type) {
+			known := d.types("pipeline")
+			d.errorf(b.TypeRange.Ptr(), "Unsupported block type", "Blocks of type %q are not expected here; a pipeline takes %s.%s",
+				b.Type, strings.Join(known, ", "), suggest(b.Type, append(append([]string{}, known...), pipelineAttrs...)))
+		}
+	}
+	return out
 }
 
 func (d *decoder) uniqueIn(list []*KindBlock, kb *KindBlock) bool {

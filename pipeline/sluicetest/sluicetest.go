@@ -89,7 +89,7 @@ func StartWith(t testing.TB, kinds *pipeline.Kinds, src string, opts pipeline.Bu
 	}
 	logs := &LogBuffer{}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g, diags := pipeline.BuildWith(f, kinds, log, opts)
+	g, diags := pipeline.BuildWith(f, kinds, pipeline.NewRuntime(log, nil), opts)
 	if diags.HasErrors() {
 		var b bytes.Buffer
 		_ = config.WriteDiagnostics(&b, f.Files, diags, 78, false)

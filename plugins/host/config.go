@@ -20,7 +20,9 @@ import (
 //	}
 type Config struct {
 	// Command is the plugin binary: a path (relative to the working
-	// directory) or a name looked up in PATH.
+	// directory Sluice runs in, not to the file) or a name looked up in
+	// PATH. It is one file name; arguments go in Args. New reports one
+	// that is missing or not executable.
 	Command string `hcl:"command"`
 	// Args are its arguments.
 	Args []string `hcl:"args,optional"`

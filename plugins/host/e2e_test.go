@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -30,6 +29,7 @@ func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *sluicetest.
 	rtmp.Register(kinds)
 	httpflv.Register(kinds)
 	hls.Register(kinds)
+	Register(kinds)
 	f, diags := config.Parse("test.hcl", []byte(src), config.Options{Kinds: kinds})
 	if diags.HasErrors() {
 		t.Fatalf("config: %v", diags)
@@ -41,11 +41,7 @@ func startServer(t *testing.T, src string) (*pipeline.Graph, *Host, *sluicetest.
 	if diags.HasErrors() {
 		t.Fatalf("plugins: %v", diags)
 	}
-	var g *pipeline.Graph
-	h.RegisterTranscode(kinds, func() net.Addr { return g.Addr("ingest.rtmp") })
-	opts := h.BuildOptions(f)
-	opts.Metrics = m
-	g, diags = pipeline.BuildWith(f, kinds, log, opts)
+	g, diags := pipeline.BuildWith(f, kinds, pipeline.NewRuntime(log, m), pipeline.BuildOptions{Plugins: h})
 	if diags.HasErrors() {
 		t.Fatalf("build: %v", diags)
 	}

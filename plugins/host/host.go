@@ -26,8 +26,10 @@ type Host struct {
 	log     *slog.Logger
 }
 
-// New decodes every plugin block of f. Nothing starts until Run. m may be
-// nil (sluice validate).
+// New decodes every plugin block of f and checks that each command resolves
+// to an executable file, as the launcher will resolve it (a missing or
+// non-executable one is an error diagnostic at the command attribute).
+// Nothing starts until Run. m may be nil (sluice validate).
 func New(f *config.File, log *slog.Logger, m *pipeline.Metrics) (*Host, hcl.Diagnostics) {
 	if m == nil {
 		m = pipeline.NewMetrics()
@@ -42,6 +44,12 @@ func New(f *config.File, log *slog.Logger, m *pipeline.Metrics) (*Host, hcl.Diag
 		if d.HasErrors() {
 			continue
 		}
+		// A missing binary is a mistake in the file, not a plugin that is
+		// down: report it before anything listens rather than retry it.
+		if path, err := lookCommand(cfg.Command); err != nil {
+			diags = append(diags, commandDiagnostic(cfg.Command, path, err, attrRange(b.Body, "command", b.DefRange)))
+			continue
+		}
 		h.plugins[b.Name] = newPlugin(b.Name, cfg, log.With("stage", StageAddress, "plugin", b.Name), c)
 	}
 	return h, diags
@@ -50,21 +58,18 @@ func New(f *config.File, log *slog.Logger, m *pipeline.Metrics) (*Host, hcl.Diag
 // Plugin returns the plugin declared as name, nil if there is none.
 func (h *Host) Plugin(name string) *Plugin { return h.plugins[name] }
 
-// BuildOptions returns what pipeline.BuildWith needs from the host: an
-// Authorizer for every pipeline with auth = plugin.NAME, and the host itself
-// as a stage when any plugin is declared.
-func (h *Host) BuildOptions(f *config.File) pipeline.BuildOptions {
-	opts := pipeline.BuildOptions{Authorizers: map[string]pipeline.Authorizer{}}
-	for _, p := range f.Pipelines {
-		if pl := h.plugins[p.Auth]; p.Auth != "" && pl != nil {
-			opts.Authorizers[p.Name] = pl
-		}
+// Authorizer returns the authorizer of plugin name (auth = plugin.NAME),
+// nil if the file declares no such plugin. It makes the host the graph's
+// pipeline.Plugins provider.
+func (h *Host) Authorizer(name string) pipeline.Authorizer {
+	if p := h.plugins[name]; p != nil {
+		return p
 	}
-	if len(h.plugins) > 0 {
-		opts.Stages = map[string]pipeline.Stage{StageAddress: h}
-	}
-	return opts
+	return nil
 }
+
+// Len returns how many plugins the host runs.
+func (h *Host) Len() int { return len(h.plugins) }
 
 // Run starts every plugin and supervises it until ctx ends, then stops the
 // processes and returns nil once all of them are gone.
@@ -113,3 +118,5 @@ func (c *counters) startFailures(plugin string) *pipeline.Counter {
 }
 
 var _ pipeline.Stage = (*Host)(nil)
+
+var _ pipeline.Plugins = (*Host)(nil)

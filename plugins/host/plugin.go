@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -108,7 +107,13 @@ func (p *Plugin) run(ctx context.Context) {
 // start launches the process and returns its client, once the handshake
 // and dispense succeeded. On error nothing is left running.
 func (p *Plugin) start() (*plugin.Client, *pluginv1.Conn, int, error) {
-	cmd := exec.Command(p.cfg.Command, p.cfg.Args...)
+	// Resolved again at every start: the file may have been replaced or
+	// removed since New checked it.
+	path, err := lookCommand(p.cfg.Command)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("start %s: %w", p.cfg.Command, err)
+	}
+	cmd := newCmd(p.cfg.Command, path, p.cfg.Args)
 	cmd.Env = os.Environ()
 	for k, v := range p.cfg.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -92,25 +92,26 @@ func optionString(v cty.Value) (string, error) {
 	return "", fmt.Errorf("a transcode option must be a string, number, bool or a list of them, not %s", t.FriendlyName())
 }
 
-// RegisterTranscode registers the transcode kind ("transcode" blocks) with
-// k, resolving their plugin = plugin.NAME in h. rtmpAddr reports where
-// ingest "rtmp" listens once the graph is bound (Graph.Addr); it is read
-// only when a stream starts.
-func (h *Host) RegisterTranscode(k *pipeline.Kinds, rtmpAddr func() net.Addr) {
-	pipeline.Add(k, "transcode", "plugin", func(cfg *TranscodeConfig, env pipeline.Env) (pipeline.Stage, error) {
-		p := h.plugins[cfg.Plugin]
+// Register adds the transcode kind ("transcode" blocks) to k. A block's
+// plugin = plugin.NAME is found in the graph's plugin host (Env.Plugins).
+func Register(k *pipeline.Kinds) {
+	pipeline.AddNamed(k, "pipeline.transcode", "plugin", func(cfg *TranscodeConfig, env pipeline.Env) (pipeline.Stage, error) {
+		h, _ := env.Plugins.(*Host)
+		var p *Plugin
+		if h != nil {
+			p = h.plugins[cfg.Plugin]
+		}
 		if p == nil {
 			return nil, fmt.Errorf("plugin = %q, but no plugin %q block is declared", cfg.Plugin, cfg.Plugin)
 		}
-		return &transcodeStage{cfg: cfg, env: env, plugin: p, rtmpAddr: rtmpAddr}, nil
+		return &transcodeStage{cfg: cfg, env: env, plugin: p}, nil
 	})
 }
 
 type transcodeStage struct {
-	cfg      *TranscodeConfig
-	env      pipeline.Env
-	plugin   *Plugin
-	rtmpAddr func() net.Addr
+	cfg    *TranscodeConfig
+	env    pipeline.Env
+	plugin *Plugin
 }
 
 // rendition reports whether path is a result of this transcode.
@@ -128,8 +129,8 @@ func (t *transcodeStage) base() (string, error) {
 		return strings.TrimRight(t.cfg.RTMP, "/"), nil
 	}
 	var a net.Addr
-	if t.rtmpAddr != nil {
-		a = t.rtmpAddr()
+	if t.env.LocalAddr != nil {
+		a = t.env.LocalAddr("rtmp")
 	}
 	if a == nil {
 		return "", errors.New("no ingest \"rtmp\" is listening; set rtmp = \"rtmp://host:port\" in the transcode block")

@@ -1,33 +1,44 @@
-package mpegtsudp
+package mpegts
 
 import (
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg1audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	mcmpegts "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 	tscodecs "github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts/codecs"
 
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/codec"
+	"github.com/sluice-media/sluice/pipeline/media/clock"
 )
 
-// sink is where a demuxer delivers what it finds.
-type sink interface {
-	// expect declares the tracks the program announces (Publisher.Expect).
-	expect(video, audio bool)
-	// write delivers an access unit on the source's timeline. An error
-	// stops the demuxer and is returned by run.
-	write(au *pipeline.AccessUnit) error
+// Sink is where a demuxer delivers what it finds. *pipeline.Publisher is
+// one; tests use a recorder. Its methods are called from the goroutine
+// running Demuxer.Run.
+type Sink interface {
+	// Expect declares the tracks the program announces, each time a PMT
+	// is (re)read, before any unit of that program is written.
+	Expect(video, audio bool)
+	// Write delivers an access unit, its DTS and PTS on the source's one
+	// continuous timeline and its payload in the form AccessUnit.Data
+	// documents. The unit is the sink's from then on. An error stops the
+	// demuxer, and Run returns it.
+	Write(au *pipeline.AccessUnit) error
 }
 
-// demuxCounters are the counts a demuxer keeps; the stage exports them.
-type demuxCounters struct {
+// Counters are the sluice_mpegts_* counters of one stream. A stage makes
+// one set per stream and hands it to every demuxer (session) of that
+// stream, one after the other.
+type Counters struct {
+	stream      string
+	bad         *pipeline.CounterVec
 	badPackets  map[string]*pipeline.Counter // by reason
 	ccErrors    *pipeline.Counter
 	decodeErrs  *pipeline.Counter
@@ -38,10 +49,13 @@ type demuxCounters struct {
 	unsupported *pipeline.Counter
 }
 
-func newDemuxCounters(m *pipeline.Metrics, stream string) *demuxCounters {
+// NewCounters registers the counters of stream in m.
+func NewCounters(m *pipeline.Metrics, stream string) *Counters {
 	bad := m.Counter("sluice_mpegts_bad_packets_total", "MPEG-TS packets skipped as malformed, by stream and reason.", "stream", "reason")
 	drop := m.Counter("sluice_mpegts_dropped_units_total", "MPEG-TS access units dropped, by stream and reason.", "stream", "reason")
-	c := &demuxCounters{
+	c := &Counters{
+		stream:      stream,
+		bad:         bad,
 		badPackets:  map[string]*pipeline.Counter{},
 		dropped:     map[string]*pipeline.Counter{},
 		ccErrors:    m.Counter("sluice_mpegts_cc_errors_total", "MPEG-TS continuity counter gaps (lost or reordered packets), by stream.", "stream").With(stream),
@@ -60,16 +74,35 @@ func newDemuxCounters(m *pipeline.Metrics, stream string) *demuxCounters {
 	return c
 }
 
-// demuxer turns a stream of transport packets into access units, with
-// mediacommon's mpegts.Reader doing the PES reassembly and elementary-stream
-// framing. It runs on one goroutine.
-type demuxer struct {
-	r   *tsReader
-	out sink
-	log *slog.Logger
-	m   *demuxCounters
+// BadPacket counts input skipped before it reached a demuxer, under
+// sluice_mpegts_bad_packets_total with reason. The demuxer itself counts
+// "sync", "tei" and "malformed"; a transport counts its own reasons, such as
+// "size" (a datagram that is not whole packets) or "overflow" (packets
+// dropped because the demuxer fell behind).
+func (c *Counters) BadPacket(reason string) {
+	if ctr, ok := c.badPackets[reason]; ok {
+		ctr.Inc()
+		return
+	}
+	c.bad.With(c.stream, reason).Inc()
+}
 
-	clk   clock
+// Demuxer turns the transport packets of one source into access units,
+// with mediacommon's mpegts.Reader doing the PES reassembly and
+// elementary-stream framing. In front of that reader it checks continuity
+// counters (a picture damaged by a lost packet is dropped, and video
+// resumes at the next keyframe), watches the PAT and PMT for a program
+// change (the tracks are then found again), and maps the 90 kHz timestamps
+// onto one monotonic timeline across the 33-bit wrap and source restarts.
+// Damaged input is counted and skipped, never fatal. A Demuxer serves one
+// session and is used from one goroutine.
+type Demuxer struct {
+	r   *tsReader
+	out Sink
+	log *slog.Logger
+	m   *Counters
+
+	clk   timeline
 	video videoState
 	audio audioState
 
@@ -95,18 +128,32 @@ type audioState struct {
 	track *pipeline.Track
 }
 
-func newDemuxer(src packetSource, out sink, log *slog.Logger, m *demuxCounters) *demuxer {
-	d := &demuxer{out: out, log: log, m: m}
+// New returns a demuxer that reads whole packets from src and writes
+// access units to out. log receives the warnings about damaged input (at
+// most once a minute per kind) and program changes; c counts everything.
+func New(src PacketSource, out Sink, log *slog.Logger, c *Counters) *Demuxer {
+	d := &Demuxer{out: out, log: log, m: c}
 	d.r = newTSReader(src, d)
 	return d
 }
 
-func (d *demuxer) badPacket(reason string) {
-	d.m.badPackets[reason].Inc()
+// NewStream is New for a byte stream such as an HTTP request body, which
+// need not be cut at packet boundaries: the demuxer finds them by the sync
+// byte, skipping and counting bytes that do not start a packet. Run returns
+// io.EOF when r ends, a packet cut short included.
+func NewStream(r io.Reader, out Sink, log *slog.Logger, c *Counters) *Demuxer {
+	sp := &streamPackets{r: r}
+	d := New(sp, out, log, c)
+	sp.ev = d
+	return d
+}
+
+func (d *Demuxer) badPacket(reason string) {
+	d.m.BadPacket(reason)
 	d.warn(reason, "MPEG-TS packet skipped", "reason", reason)
 }
 
-func (d *demuxer) ccError(pid uint16) {
+func (d *Demuxer) ccError(pid uint16) {
 	d.m.ccErrors.Inc()
 	if d.hasVideo && pid == d.videoPID {
 		d.ccVideo = true
@@ -116,7 +163,7 @@ func (d *demuxer) ccError(pid uint16) {
 
 // warn logs damaged input at most once a minute per kind of damage; the
 // counters carry the totals.
-func (d *demuxer) warn(kind, msg string, args ...any) {
+func (d *Demuxer) warn(kind, msg string, args ...any) {
 	now := time.Now()
 	if t, ok := d.warned[kind]; ok && now.Sub(t) < time.Minute {
 		return
@@ -128,9 +175,11 @@ func (d *demuxer) warn(kind, msg string, args ...any) {
 	d.log.Warn(msg+" (logged once a minute; see sluice_mpegts_* counters)", args...)
 }
 
-// run demuxes until the source ends or the sink fails, and returns that
-// error. Errors in the stream itself are counted and skipped.
-func (d *demuxer) run() error {
+// Run demuxes on the calling goroutine until the source ends or the sink
+// fails, and returns that error (io.EOF for a source that ended normally).
+// Errors in the stream itself are counted and skipped. To stop Run, end the
+// source: make its Next (or its reader's Read) return an error.
+func (d *Demuxer) Run() error {
 	for {
 		err := d.program()
 		var se sinkError
@@ -158,7 +207,7 @@ func (e sinkError) Error() string { return e.err.Error() }
 
 // program runs one mpegts.Reader: from a PMT until the tables change or
 // the stream fails.
-func (d *demuxer) program() (err error) {
+func (d *Demuxer) program() (err error) {
 	defer func() {
 		// mediacommon and astits are third-party parsers fed with
 		// untrusted bytes; whatever slips through them costs this
@@ -169,7 +218,7 @@ func (d *demuxer) program() (err error) {
 			err = fmt.Errorf("demuxer panic: %v", p)
 		}
 	}()
-	rd := &mpegts.Reader{R: d.r}
+	rd := &mcmpegts.Reader{R: d.r}
 	if err := rd.Initialize(); err != nil {
 		return err
 	}
@@ -184,8 +233,8 @@ func (d *demuxer) program() (err error) {
 
 // setup picks the first supported video and audio track of the program
 // and installs their callbacks.
-func (d *demuxer) setup(rd *mpegts.Reader) {
-	var video, audio *mpegts.Track
+func (d *Demuxer) setup(rd *mcmpegts.Reader) {
+	var video, audio *mcmpegts.Track
 	for _, t := range rd.Tracks() {
 		switch t.Codec.(type) {
 		case *tscodecs.H264, *tscodecs.H265:
@@ -210,10 +259,10 @@ func (d *demuxer) setup(rd *mpegts.Reader) {
 	if audio != nil && !d.setupAudio(rd, audio) {
 		audio = nil
 	}
-	d.out.expect(video != nil, audio != nil)
+	d.out.Expect(video != nil, audio != nil)
 }
 
-func (d *demuxer) setupVideo(rd *mpegts.Reader, t *mpegts.Track) {
+func (d *Demuxer) setupVideo(rd *mcmpegts.Reader, t *mcmpegts.Track) {
 	v := &d.video
 	c := pipeline.CodecH264
 	if _, ok := t.Codec.(*tscodecs.H265); ok {
@@ -231,74 +280,36 @@ func (d *demuxer) setupVideo(rd *mpegts.Reader, t *mpegts.Track) {
 	}
 }
 
-// NAL unit types (ITU-T H.264 Table 7-1, H.265 Table 7-1) that are moved out
-// of the access unit into the track, or dropped.
-const (
-	h264SPS = 7
-	h264PPS = 8
-	h264AUD = 9
-	h265VPS = 32
-	h265SPS = 33
-	h265PPS = 34
-	h265AUD = 35
-)
-
 // onVideo handles one Annex-B access unit: it takes the parameter sets into
 // the track, drops what no decoder can use, and writes the rest in AVCC form.
-func (d *demuxer) onVideo(pts, dts int64, au [][]byte) error {
+func (d *Demuxer) onVideo(pts, dts int64, au [][]byte) error {
 	v := &d.video
 	if d.ccVideo {
 		d.ccVideo = false
 		v.waitKey, v.waitReason = true, "damaged"
 	}
-	h265 := v.codec == pipeline.CodecH265
 	var vps, sps, pps []byte
 	key, vcl := false, false
-	size := 0
 	keep := au[:0:0]
 	for _, n := range au {
-		if len(n) == 0 {
+		switch codec.ClassifyNAL(v.codec, n) {
+		case codec.NALInvalid, codec.NALAUD:
 			continue
-		}
-		if h265 {
-			if len(n) < 2 {
-				continue
-			}
-			switch typ := n[0] >> 1 & 0x3F; {
-			case typ == h265VPS:
-				vps = n
-				continue
-			case typ == h265SPS:
-				sps = n
-				continue
-			case typ == h265PPS:
-				pps = n
-				continue
-			case typ == h265AUD:
-				continue
-			case typ >= 16 && typ <= 23: // IRAP: BLA, IDR, CRA (§7.4.2.2)
-				key, vcl = true, true
-			case typ < 32:
-				vcl = true
-			}
-		} else {
-			switch n[0] & 0x1F {
-			case h264SPS:
-				sps = n
-				continue
-			case h264PPS:
-				pps = n
-				continue
-			case h264AUD:
-				continue
-			case 5: // IDR slice
-				key, vcl = true, true
-			case 1, 2, 3, 4: // other slices
-				vcl = true
-			}
+		case codec.NALVPS:
+			vps = n
+			continue
+		case codec.NALSPS:
+			sps = n
+			continue
+		case codec.NALPPS:
+			pps = n
+			continue
+		case codec.NALKeySlice:
+			key, vcl = true, true
+		case codec.NALSlice:
+			vcl = true
 		}
 		keep = append(keep, n)
-		size += 4 + len(n)
 	}
 	if sps != nil || pps != nil || vps != nil {
 		d.updateParams(vps, sps, pps)
@@ -317,17 +328,13 @@ func (d *demuxer) onVideo(pts, dts int64, au [][]byte) error {
 		}
 		v.waitKey = false
 	}
-	data := make([]byte, 0, size)
-	for _, n := range keep {
-		data = binary.BigEndian.AppendUint32(data, uint32(len(n)))
-		data = append(data, n...)
-	}
+	data := codec.AppendAVCC(nil, keep)
 	return d.emit(&pipeline.AccessUnit{Track: v.track, Key: key, Data: data}, dts, pts)
 }
 
 // updateParams takes new parameter sets; a change makes a new track, so
 // readers send a new sequence header.
-func (d *demuxer) updateParams(vps, sps, pps []byte) {
+func (d *Demuxer) updateParams(vps, sps, pps []byte) {
 	v := &d.video
 	changed := false
 	for _, p := range []struct {
@@ -362,7 +369,7 @@ func (d *demuxer) updateParams(vps, sps, pps []byte) {
 	}
 }
 
-func (d *demuxer) setupAudio(rd *mpegts.Reader, t *mpegts.Track) bool {
+func (d *Demuxer) setupAudio(rd *mcmpegts.Reader, t *mcmpegts.Track) bool {
 	switch c := t.Codec.(type) {
 	case *tscodecs.MPEG4Audio:
 		asc, err := c.Config.Marshal()
@@ -381,7 +388,7 @@ func (d *demuxer) setupAudio(rd *mpegts.Reader, t *mpegts.Track) bool {
 		rate := int64(c.SampleRate)
 		rd.OnDataMPEG4Audio(t, func(pts int64, aus [][]byte) error {
 			for i, au := range aus {
-				if err := d.emitAudio(au, pts+int64(i)*1024*tsHz/rate); err != nil {
+				if err := d.emitAudio(au, pts+int64(i)*1024*clock.Rate90k/rate); err != nil {
 					return err
 				}
 			}
@@ -429,7 +436,7 @@ func (d *demuxer) setupAudio(rd *mpegts.Reader, t *mpegts.Track) bool {
 				if err := d.emitAudio(p, pts+off); err != nil {
 					return err
 				}
-				off += opus.PacketDuration2(p) * tsHz / 48000
+				off += opus.PacketDuration2(p) * clock.Rate90k / 48000
 			}
 			return nil
 		})
@@ -454,10 +461,10 @@ func mp3FrameTicks(frame []byte) int64 {
 	if h.Unmarshal(frame) != nil || h.SampleRate <= 0 {
 		return 0
 	}
-	return int64(h.SampleCount()) * tsHz / int64(h.SampleRate)
+	return int64(h.SampleCount()) * clock.Rate90k / int64(h.SampleRate)
 }
 
-func (d *demuxer) emitAudio(frame []byte, pts int64) error {
+func (d *Demuxer) emitAudio(frame []byte, pts int64) error {
 	if d.audio.track == nil || len(frame) == 0 {
 		return nil
 	}
@@ -465,17 +472,17 @@ func (d *demuxer) emitAudio(frame []byte, pts int64) error {
 }
 
 // emit stamps a unit with the source clock and hands it to the sink.
-func (d *demuxer) emit(au *pipeline.AccessUnit, dtsRaw, ptsRaw int64) error {
+func (d *Demuxer) emit(au *pipeline.AccessUnit, dtsRaw, ptsRaw int64) error {
 	var jumped bool
-	au.DTS, au.PTS, jumped = d.clk.toTimeline(au.Track.Kind(), dtsRaw, ptsRaw)
+	au.DTS, au.PTS, jumped = d.clk.place(au.Track.Kind(), dtsRaw, ptsRaw)
 	if jumped {
 		d.m.timeJumps.Inc()
 		d.log.Info("source timestamps jumped; continuing the stream timeline", "at", au.DTS.Round(time.Millisecond))
 	}
-	if err := d.out.write(au); err != nil {
+	if err := d.out.Write(au); err != nil {
 		return sinkError{err}
 	}
 	return nil
 }
 
-var _ tsEvents = (*demuxer)(nil)
+var _ tsEvents = (*Demuxer)(nil)

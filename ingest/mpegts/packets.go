@@ -1,4 +1,4 @@
-package mpegtsudp
+package mpegts
 
 import (
 	"errors"
@@ -10,10 +10,16 @@ import (
 // ISO/IEC 13818-1 §2.4.3: transport packets are 188 bytes and open with the
 // sync byte 0x47.
 const (
-	packetSize = 188
-	syncByte   = 0x47
-	pidPAT     = 0x0000
-	pidNull    = 0x1FFF
+	// PacketSize is the size of a transport packet in bytes.
+	PacketSize = 188
+	// SyncByte is the first byte of every transport packet.
+	SyncByte = 0x47
+)
+
+// Reserved PIDs (ISO/IEC 13818-1 Table 2-3).
+const (
+	pidPAT  = 0x0000
+	pidNull = 0x1FFF
 )
 
 // errReinit records that the program tables changed (a new program, new
@@ -21,10 +27,16 @@ const (
 // packet that carries the change.
 var errReinit = errors.New("program tables changed")
 
-// packetSource yields transport packets in arrival order, one 188-byte
-// packet per call. The returned slice is valid until the next call.
-type packetSource interface {
-	next() ([]byte, error)
+// PacketSource yields the transport packets of one source in arrival
+// order, for a transport that delivers whole packets (UDP datagrams, SRT
+// messages). A byte stream is read with NewStream instead.
+type PacketSource interface {
+	// Next returns the next packet; the demuxer calls it from the
+	// goroutine running Demuxer.Run. The packet should be PacketSize
+	// bytes; anything else is counted as a bad packet and skipped. The
+	// slice is only read, and only until the next call. An error ends
+	// Run, which returns it: io.EOF when the source ended normally.
+	Next() ([]byte, error)
 }
 
 // tsEvents receives what the packet pre-pass notices. Every method is called
@@ -38,7 +50,7 @@ type tsEvents interface {
 	ccError(pid uint16)
 }
 
-// tsReader sits between a packetSource and mediacommon's mpegts.Reader.
+// tsReader sits between a PacketSource and mediacommon's mpegts.Reader.
 // That reader reports no continuity errors (astits, beneath it, silently
 // discards a PES whose packets skip a counter) and reads the PMT only once,
 // so both are checked here, on the packets, before the reader sees them. It
@@ -49,7 +61,7 @@ type tsEvents interface {
 // the PAT and PMTs; when they change it returns errReinit and replays the
 // change (the current PAT first) to the next demuxer.
 type tsReader struct {
-	src packetSource
+	src PacketSource
 	ev  tsEvents
 
 	err     error    // sticky: the source's error, or errReinit until reset
@@ -63,7 +75,7 @@ type tsReader struct {
 	last    []byte          // the newest valid PAT packet, replayed on a PMT change
 }
 
-func newTSReader(src packetSource, ev tsEvents) *tsReader {
+func newTSReader(src PacketSource, ev tsEvents) *tsReader {
 	r := &tsReader{src: src, ev: ev, pmts: map[uint16]string{}, pmtPIDs: map[uint16]bool{}}
 	for i := range r.cc {
 		r.cc[i] = -1
@@ -111,7 +123,7 @@ func (r *tsReader) Read(p []byte) (int, error) {
 			r.learn(pkt)
 		} else {
 			var err error
-			if pkt, err = r.src.next(); err != nil {
+			if pkt, err = r.src.Next(); err != nil {
 				r.err = err
 				return 0, err
 			}
@@ -157,7 +169,7 @@ func pid(pkt []byte) uint16 { return uint16(pkt[1]&0x1F)<<8 | uint16(pkt[2]) }
 // must be skipped; change is true when it carries a PAT or PMT that differs
 // from the one in force.
 func (r *tsReader) inspect(pkt []byte) (ok, change bool) {
-	if len(pkt) != packetSize || pkt[0] != syncByte {
+	if len(pkt) != PacketSize || pkt[0] != SyncByte {
 		r.ev.badPacket("sync")
 		return false, false
 	}
@@ -236,13 +248,13 @@ func packetPayload(pkt []byte) (payload []byte, discontinuity, valid bool) {
 	off := 4
 	if afc&0x02 != 0 {
 		l := int(pkt[4])
-		if 5+l > packetSize {
+		if 5+l > PacketSize {
 			return nil, false, false
 		}
 		discontinuity = l > 0 && pkt[5]&0x80 != 0
 		off = 5 + l
 	}
-	if afc&0x01 == 0 || off >= packetSize {
+	if afc&0x01 == 0 || off >= PacketSize {
 		return nil, discontinuity, true
 	}
 	return pkt[off:], discontinuity, true
@@ -351,17 +363,17 @@ var crcTable = func() (t [256]uint32) {
 	return t
 }()
 
-// streamPackets is a packetSource over a byte stream (an HTTP request
+// streamPackets is the PacketSource over a byte stream (an HTTP request
 // body): it finds packet boundaries by the sync byte, skipping (and
 // reporting) bytes that do not start a packet.
 type streamPackets struct {
 	r    io.Reader
 	ev   tsEvents
-	buf  [packetSize]byte
+	buf  [PacketSize]byte
 	have int
 }
 
-func (s *streamPackets) next() ([]byte, error) {
+func (s *streamPackets) Next() ([]byte, error) {
 	for {
 		if _, err := io.ReadFull(s.r, s.buf[s.have:]); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -370,12 +382,12 @@ func (s *streamPackets) next() ([]byte, error) {
 			return nil, err
 		}
 		s.have = 0
-		if s.buf[0] == syncByte {
+		if s.buf[0] == SyncByte {
 			return s.buf[:], nil
 		}
 		// Resynchronise at the next sync byte and read the rest after it.
 		i := 1
-		for i < packetSize && s.buf[i] != syncByte {
+		for i < PacketSize && s.buf[i] != SyncByte {
 			i++
 		}
 		s.ev.badPacket("sync")
