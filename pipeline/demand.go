@@ -37,6 +37,9 @@ type Demands struct {
 type Demand struct {
 	// Path is the stream path.
 	Path string
+	// Client is the reader whose request started the demand: a relay
+	// passes its query on (a token, a loop marker) to the upstream.
+	Client ClientInfo
 
 	s      *Stream
 	linger time.Duration
@@ -156,7 +159,7 @@ func (dm *Demand) stop() { dm.once.Do(func() { close(dm.done) }) }
 // nobody publishes or demands it yet. It returns the channel a waiting
 // player also selects on (closed when the demand fails), nil if none. The
 // caller holds the hub lock.
-func (h *Hub) demand(s *Stream) (failed <-chan struct{}, dm *Demand) {
+func (h *Hub) demand(s *Stream, info ClientInfo) (failed <-chan struct{}, dm *Demand) {
 	if s.demand != nil {
 		return s.demand.failed, s.demand
 	}
@@ -164,7 +167,7 @@ func (h *Hub) demand(s *Stream) (failed <-chan struct{}, dm *Demand) {
 	if feed == nil || !s.idle() {
 		return nil, nil
 	}
-	dm = &Demand{Path: s.path, s: s, linger: feed.linger, done: make(chan struct{}), failed: make(chan struct{})}
+	dm = &Demand{Path: s.path, Client: info, s: s, linger: feed.linger, done: make(chan struct{}), failed: make(chan struct{})}
 	s.demand = dm
 	feed.push(dm)
 	return dm.failed, dm

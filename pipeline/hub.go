@@ -171,7 +171,7 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 	if !s.isReady() {
 		// Nobody publishes it yet: a pipeline with an on-demand source
 		// starts one now, and this player waits for it like any other.
-		failed, dm = h.demand(s)
+		failed, dm = h.demand(s, info)
 	}
 	h.mu.Unlock()
 

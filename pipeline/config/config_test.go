@@ -155,6 +155,25 @@ pipeline "live" {
 	}
 }
 
+// TestListVar: -var takes a list written as in HCL, as Terraform does.
+func TestListVar(t *testing.T) {
+	src := []byte(`
+variable "upstreams" { default = ["rtmp://a:1935"] }
+pipeline "live" { match = var.upstreams }
+`)
+	f, diags := config.Parse("t.hcl", src, config.Options{Vars: map[string]string{"upstreams": `["live/*", "cam/*"]`}})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if got := strings.Join(f.Pipelines[0].Match, " "); got != "live/* cam/*" {
+		t.Errorf("match = %q", got)
+	}
+	_, diags = config.Parse("t.hcl", src, config.Options{Vars: map[string]string{"upstreams": `["live/*",`}})
+	if !diags.HasErrors() || !strings.Contains(diags[0].Detail, "written as in HCL") {
+		t.Errorf("a broken list: %v", diags)
+	}
+}
+
 func TestKindBlockAddresses(t *testing.T) {
 	src := []byte(`
 ingest "rtmp" {}

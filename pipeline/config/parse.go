@@ -260,6 +260,22 @@ func (d *decoder) variable(b *hclsyntax.Block) {
 	}
 	if s, ok := d.opts.Vars[name]; ok {
 		v := cty.StringVal(s)
+		if t := strings.TrimSpace(s); strings.HasPrefix(t, "[") || strings.HasPrefix(t, "{") ||
+			def != cty.NilVal && (def.Type().IsTupleType() || def.Type().IsListType() || def.Type().IsObjectType() || def.Type().IsMapType()) {
+			// A list or object, written as in HCL, as Terraform takes it:
+			// -var 'upstreams=["rtmp://a:1935","rtmp://b:1935"]'.
+			expr, diags := hclsyntax.ParseExpression([]byte(s), "-var "+name, hcl.InitialPos)
+			if !diags.HasErrors() {
+				v, diags = expr.Value(nil)
+			}
+			if diags.HasErrors() {
+				d.errorf(b.LabelRanges[0].Ptr(), "Invalid -var value", "-var %s=%s: a list or object value must be written as in HCL, such as [\"a\", \"b\"]: %s", name, s, diags.Error())
+				d.f.Variables[name] = cty.DynamicVal
+				return
+			}
+			d.f.Variables[name] = v
+			return
+		}
 		if def != cty.NilVal && def.Type() == cty.Number {
 			n, err := cty.ParseNumberVal(s)
 			if err != nil {
