@@ -13,9 +13,12 @@
 //
 // # The ring and the cursors
 //
-// Each stream keeps its recent access units in a ring of fixed size (the
-// pipeline's buffer_frames). Writing never blocks: the publisher stores the unit
-// in the next slot and wakes the readers. Each reader owns a cursor, a sequence
+// Each stream keeps its recent access units in a ring of at most
+// buffer_frames slots, and releases a unit as soon as no reader can use it:
+// once it is more than max_reader_lag behind the newest and before the GOP
+// cache, or when the stream holds more than max_buffer_bytes. Writing never
+// blocks: the publisher stores the unit in the next slot and wakes the
+// readers. Each reader owns a cursor, a sequence
 // number into the ring, and reads forward from it at its own pace. A reader that
 // falls behind by more than max_reader_lag, or that the ring laps, skips to the
 // newest keyframe; one that keeps falling behind is dropped with a log line and

@@ -55,6 +55,7 @@ func Resolve(f *config.File) Resolver {
 					Pipeline:       p.Name,
 					GOPCache:       p.GOPCache,
 					BufferFrames:   p.BufferFrames,
+					MaxBufferBytes: p.MaxBufferBytes,
 					MaxReaderLag:   p.MaxReaderLag,
 					WaitPublisher:  p.WaitPublisher,
 					PublisherGrace: p.PublisherGrace,
@@ -134,6 +135,7 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 			Server:    f.Server,
 			Plugins:   opts.Plugins,
 			LocalAddr: g.localAddr,
+			Stage:     g.stage,
 		}
 		if f.Server.HTTP != "" {
 			env.HTTP = rt.HTTP.Routes()
@@ -174,6 +176,17 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		g.stages = append(g.stages, namedStage{addr: "server.api", stage: &apiStage{addr: f.Server.API, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout()}})
 	}
 	return g, diags
+}
+
+// stage is Env.Stage: the stages are built in order, so it finds only
+// those built before the caller.
+func (g *Graph) stage(address string) Stage {
+	for _, s := range g.stages {
+		if s.addr == address {
+			return s.stage
+		}
+	}
+	return nil
 }
 
 // localAddr is Env.LocalAddr.

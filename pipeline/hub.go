@@ -35,8 +35,12 @@ type StreamOptions struct {
 	// GOPCache is how many GOPs a new reader may start back; 0 makes new
 	// readers wait for the next keyframe.
 	GOPCache int
-	// BufferFrames is the ring size in access units.
+	// BufferFrames is the ring size in access units: the most a stream
+	// can hold, whatever their size.
 	BufferFrames int
+	// MaxBufferBytes bounds the bytes of media a stream holds (0: no
+	// bound beyond BufferFrames); see Stream.retain.
+	MaxBufferBytes int64
 	// MaxReaderLag is how far a reader may fall behind before it skips to
 	// the newest keyframe.
 	MaxReaderLag time.Duration

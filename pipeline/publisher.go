@@ -117,6 +117,7 @@ func (p *Publisher) Write(au *AccessUnit) error {
 		}
 		s.lastKey.Store(au.seq + 1)
 	}
+	s.retain(au)
 	s.lastDTS, s.lastWall, s.hasDTS = au.DTS, time.Now(), true
 	ready := !s.isReady() && p.playable(au)
 	s.mu.Unlock()

@@ -147,7 +147,7 @@ func (r *Reader) skip() error {
 		s.hub.m.readersDropped.With(s.opts.Pipeline).Inc()
 		return ErrReaderTooSlow
 	}
-	if k := s.lastKey.Load(); k > 0 && k-1 > r.cursor && k-1 >= s.ring.oldest() {
+	if k := s.lastKey.Load(); k > 0 && k-1 > r.cursor && k-1 >= s.ring.oldest() && s.ring.get(k-1) != nil {
 		r.cursor, r.waitKey = k-1, false
 		return nil
 	}

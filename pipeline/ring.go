@@ -40,6 +40,13 @@ func (r *ring) get(seq uint64) *AccessUnit {
 	return au
 }
 
+// release drops the unit with sequence number seq, so that its memory can
+// be reclaimed before the ring laps it. A reader that loads the slot later
+// sees nil and skips ahead, as if lapped. Only the publisher calls it.
+func (r *ring) release(seq uint64) {
+	r.slots[seq&r.mask].CompareAndSwap(r.get(seq), nil)
+}
+
 // oldest returns the smallest sequence number that may still be in the ring.
 func (r *ring) oldest() uint64 {
 	h := r.head.Load()

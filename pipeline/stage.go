@@ -65,6 +65,12 @@ type Env struct {
 	// when there is none. A processor uses it to read streams back and
 	// publish results.
 	LocalAddr func(kind string) net.Addr
+	// Stage returns the stage built earlier in this build for the block at
+	// address ("directory.etcd"), nil if there is none. Top-level blocks
+	// are built before the blocks of pipelines, so a pipeline's block can
+	// find any top-level one; the caller type-asserts the interface it
+	// needs. It may be called from Build and from Run.
+	Stage func(address string) Stage
 }
 
 // Plugins is what the graph asks for the plugins that blocks name. It is

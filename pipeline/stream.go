@@ -32,12 +32,16 @@ type Stream struct {
 	done      chan struct{} // closed when the stream ends
 	endOnce   sync.Once
 
-	mu          sync.Mutex
-	pub         *Publisher
-	demand      *Demand // the on-demand source asked for it; guarded by the hub lock
-	tracks      [numKinds]*Track
-	meta        *Metadata
-	keys        []uint64 // sequence numbers of recent GOP starts, oldest first
+	mu     sync.Mutex
+	pub    *Publisher
+	demand *Demand // the on-demand source asked for it; guarded by the hub lock
+	tracks [numKinds]*Track
+	meta   *Metadata
+	keys   []uint64 // sequence numbers of recent GOP starts, oldest first
+	// Retention: the ring holds the units from trim to head, whose
+	// payloads add up to retained bytes (see retain).
+	trim        uint64
+	retained    int64
 	graceTimer  *time.Timer
 	publishedAt time.Time
 	sessions    int
@@ -262,12 +266,58 @@ func (s *Stream) startPosition() (seq uint64, waitKey bool) {
 	oldest := s.ring.oldest()
 	if n := s.opts.GOPCache; n > 0 {
 		for i := max(len(s.keys)-n, 0); i < len(s.keys); i++ {
-			if k := s.keys[i]; k >= oldest {
+			if k := s.keys[i]; k >= oldest && s.ring.get(k) != nil {
 				return k, false
 			}
 		}
 	}
 	return head, s.tracks[KindVideo] != nil
+}
+
+// unitCost is what a retained unit costs beyond its payload: the unit, its
+// cached wire encodings and their headers, about.
+const unitCost = 256
+
+// retain releases the units the stream no longer needs, oldest first, so
+// that a stream holds what its readers can use and no more, whatever its
+// bitrate: a unit is kept while it is within max_reader_lag of the newest
+// (a reader further behind skips ahead anyway) or part of the GOP cache, and
+// never once the retained bytes pass max_buffer_bytes (the GOP cache then
+// gives way: new readers wait for the next keyframe instead of the process
+// growing without bound). Called by the publisher, with s.mu held, after
+// each push.
+func (s *Stream) retain(newest *AccessUnit) {
+	s.retained += int64(len(newest.Data)) + unitCost
+	head := s.ring.head.Load()
+	if o := s.ring.oldest(); s.trim < o {
+		s.trim = o // lapped: those slots hold newer units now
+	}
+	gopStart := head
+	if n := s.opts.GOPCache; n > 0 && len(s.keys) > 0 {
+		gopStart = s.keys[max(len(s.keys)-n, 0)]
+	}
+	for s.trim < head-1 {
+		au := s.ring.get(s.trim)
+		if au == nil {
+			s.trim++
+			continue
+		}
+		old := s.opts.MaxReaderLag > 0 && newest.DTS-au.DTS > s.opts.MaxReaderLag && s.trim < gopStart
+		full := s.opts.MaxBufferBytes > 0 && s.retained > s.opts.MaxBufferBytes
+		if !old && !full {
+			break
+		}
+		s.retained -= int64(len(au.Data)) + unitCost
+		s.ring.release(s.trim)
+		s.trim++
+	}
+}
+
+// Retained returns the bytes of media the stream holds for its readers.
+func (s *Stream) Retained() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.retained
 }
 
 // Subscribe returns a reader of the stream positioned by the GOP cache,

@@ -167,6 +167,8 @@ type Pipeline struct {
 	GOPCache int
 	// BufferFrames is the per-stream ring size in access units.
 	BufferFrames int
+	// MaxBufferBytes bounds the media bytes a stream holds.
+	MaxBufferBytes int64
 	// MaxReaderLag is how far behind the newest unit a player may fall
 	// before it is moved to the newest keyframe.
 	MaxReaderLag time.Duration

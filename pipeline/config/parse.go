@@ -27,6 +27,7 @@ const (
 	DefaultNotifyTimeout   = 2 * time.Second
 	DefaultGOPCache        = 1
 	DefaultBufferFrames    = 1024
+	DefaultMaxBufferBytes  = 64 << 20
 	DefaultMaxReaderLag    = 5 * time.Second
 	DefaultWaitPublisher   = 10 * time.Second
 	DefaultPublisherGrace  = 5 * time.Second
@@ -38,7 +39,7 @@ const (
 var coreBlocks = []string{"server", "variable", "plugin", "pipeline"}
 
 // pipelineAttrs are the attributes of a pipeline block itself.
-var pipelineAttrs = []string{"match", "auth", "gop_cache", "buffer_frames", "max_reader_lag", "wait_publisher", "publisher_grace", "write_mode", "merge_window"}
+var pipelineAttrs = []string{"match", "auth", "gop_cache", "buffer_frames", "max_buffer_bytes", "max_reader_lag", "wait_publisher", "publisher_grace", "write_mode", "merge_window"}
 
 // types returns the block types known in scope: the registered ones, or,
 // without a KindSet (tests of the decoder alone), nil, meaning any.
@@ -395,6 +396,48 @@ func (d *decoder) integer(a *hclsyntax.Attribute, dst *int, min, max int) {
 	*dst = n
 }
 
+// size reads a byte count: a whole number, or one with a unit such as
+// "64MiB", "500MB", "2GiB".
+func (d *decoder) size(a *hclsyntax.Attribute, dst *int64, min, max int64) {
+	var s string
+	if !d.str(a, &s) {
+		return
+	}
+	n, err := ParseSize(s)
+	if err != nil || n < min || n > max {
+		d.errorf(a.Expr.Range().Ptr(), "Invalid size", "%s = %q: want a size between %d and %d bytes, such as \"64MiB\" or \"500MB\".", a.Name, s, min, max)
+		return
+	}
+	*dst = n
+}
+
+// ParseSize reads a byte count: digits, then optionally a unit, B, KB, MB,
+// GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("%q is not a size", s)
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	units := map[string]int64{"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+		"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+	m, ok := units[strings.TrimSpace(s[i:])]
+	if !ok {
+		return 0, fmt.Errorf("%q: unknown unit; use B, KB, MB, GB, KiB, MiB or GiB", s)
+	}
+	if n > (1<<62)/m {
+		return 0, fmt.Errorf("%q is too large", s)
+	}
+	return n * m, nil
+}
+
 func (d *decoder) server(b *hclsyntax.Block) {
 	known := []string{"http", "api", "shutdown_timeout", "auth_timeout", "notify_timeout", "log_level", "log_format", "node"}
 	a := d.attrs(b.Body, known, nil)
@@ -470,6 +513,7 @@ func (d *decoder) pipeline(b *hclsyntax.Block) *Pipeline {
 		Name:           b.Labels[0],
 		GOPCache:       DefaultGOPCache,
 		BufferFrames:   DefaultBufferFrames,
+		MaxBufferBytes: DefaultMaxBufferBytes,
 		MaxReaderLag:   DefaultMaxReaderLag,
 		WaitPublisher:  DefaultWaitPublisher,
 		PublisherGrace: DefaultPublisherGrace,
@@ -513,6 +557,7 @@ func (d *decoder) pipeline(b *hclsyntax.Block) *Pipeline {
 	}
 	d.integer(a["gop_cache"], &p.GOPCache, 0, 16)
 	d.integer(a["buffer_frames"], &p.BufferFrames, 64, 65536)
+	d.size(a["max_buffer_bytes"], &p.MaxBufferBytes, 1<<20, 1<<40)
 	d.duration(a["max_reader_lag"], &p.MaxReaderLag, 100*time.Millisecond, time.Minute)
 	d.duration(a["wait_publisher"], &p.WaitPublisher, 0, 10*time.Minute)
 	d.duration(a["publisher_grace"], &p.PublisherGrace, 0, 10*time.Minute)
