@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/sluice-media/sluice/cluster/forward"
 	"github.com/sluice-media/sluice/ingest/flvhttp"
 	"github.com/sluice-media/sluice/ingest/mpegtsudp"
 	"github.com/sluice-media/sluice/ingest/pull"
@@ -23,5 +24,6 @@ func builtinKinds() *pipeline.Kinds {
 	record.Register(k)
 	hls.Register(k)
 	host.Register(k)
+	forward.Register(k)
 	return k
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"time"
@@ -197,7 +196,7 @@ func newPull(kind, proto string, s settings, env pipeline.Env, client func(*slog
 // Run pulls until ctx ends; cancelling ctx aborts the attempt in flight
 // and the wait between attempts.
 func (p *Pull) Run(ctx context.Context) error {
-	backoff := p.s.retryMin
+	backoff := pipeline.Backoff{Min: p.s.retryMin, Max: p.s.retryMax, Good: goodSession}
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			// With, not a kept *Counter: the hub forgets a stream's
@@ -209,29 +208,12 @@ func (p *Pull) Run(ctx context.Context) error {
 			return nil
 		}
 		p.closed.With(p.kind, p.s.stream, cause).Inc()
-		if delivered >= goodSession {
-			backoff = p.s.retryMin
-		}
-		wait := jitter(backoff)
+		wait := backoff.Next(delivered)
 		p.log.Warn("pull dropped", "cause", cause, "err", err, "retry_in", wait.Round(time.Millisecond))
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !pipeline.Sleep(ctx, wait, nil) {
 			return nil
-		case <-t.C:
 		}
-		backoff = min(backoff*2, p.s.retryMax)
 	}
-}
-
-// jitter shortens d by a random part of up to a quarter, so that the pulls
-// of many edges from one upstream that restarted do not come back in step.
-func jitter(d time.Duration) time.Duration {
-	if q := d / 4; q > 0 {
-		return d - rand.N(q)
-	}
-	return d
 }
 
 // session runs one attempt: the client connects and, once the upstream

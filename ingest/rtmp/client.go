@@ -139,15 +139,27 @@ func Pull(ctx context.Context, u *url.URL, o ClientOptions, open func() (pipelin
 // byteCounter is the optional part of a pipeline.Sink that counts bytes.
 type byteCounter interface{ CountBytes(n int64) }
 
-// Push publishes what r reads to the RTMP server at u
-// (rtmp://host:port/app/name?query): the stream's metadata and each
-// track's sequence header first, then the units, until the stream ends,
-// ctx ends, the server goes away, or r falls too far behind. Push owns r:
-// it finishes r with the session's cause before returning, on every path.
+// Push publishes a stream to the RTMP server at u
+// (rtmp://host:port/app/name?query; the query goes with the stream name,
+// where servers look for tokens): it connects, and once the server has
+// accepted the publish it calls open for the reader of the stream to send,
+// then writes the stream's metadata and each track's sequence header
+// first, then the units, until the stream ends, ctx ends, the server goes
+// away, or the reader falls too far behind.
+//
+// open is called at most once, and only after NetStream.Publish.Start:
+// a push that cannot connect, or that the server refuses, never holds a
+// reader, so a caller that retries holds none between attempts and is
+// never a slow reader to be dropped while the server is away. A reader
+// opened then starts at the stream's GOP cache, so each new session
+// begins with the metadata, the sequence headers and a keyframe. Push owns
+// the reader open returns: it finishes it with the session's cause before
+// returning, on every path. An error from open ends the push: the server
+// is told the publish is over and the error is returned, wrapped.
 //
 // It returns nil when the stream ended (its publisher left for good) and
 // the server was told with deleteStream; ctx.Err() when ctx ended; an
-// error wrapping pipeline.ErrReaderTooSlow when r was dropped;
+// error wrapping pipeline.ErrReaderTooSlow when the reader was dropped;
 // pipeline.ErrUpstreamIdle when the server accepted nothing for
 // o.WriteTimeout; and the setup errors of Pull (pipeline.ErrUpstreamDown,
 // ErrUpstreamRefused for a refused publish, ErrUpstreamIdle) otherwise.
@@ -163,13 +175,30 @@ type byteCounter interface{ CountBytes(n int64) }
 // no earlier chunk. What the server sends back (acknowledgements, status)
 // is read and discarded by Play; servers that ping (nginx-rtmp) ping only
 // connections that send nothing, which a pushing one never is.
-func Push(ctx context.Context, u *url.URL, o ClientOptions, r *pipeline.Reader) error {
+func Push(ctx context.Context, u *url.URL, o ClientOptions, open func() (*pipeline.Reader, error)) error {
 	c, err := connect(ctx, u, &o, true)
 	if err != nil {
-		r.Finish("connect_error")
 		return err
 	}
+	where := "rtmp push " + pipeline.LogURL(u)
 	key := c.URL.Fragment
+	// FCUnpublish and deleteStream, as encoders end a publish (ffmpeg's
+	// rtmpproto.c), on the command chunk stream the library used for
+	// connect: only its writer uses it.
+	unpublish := func() error {
+		if err := c.Write(&message.CommandAMF0{ChunkStreamID: 3, Name: "FCUnpublish", CommandID: 6, Arguments: []any{nil, key}}); err != nil {
+			return err
+		}
+		return c.Write(&message.CommandAMF0{ChunkStreamID: 3, Name: "deleteStream", CommandID: 7, Arguments: []any{nil, float64(wire.RTMPStreamID)}})
+	}
+	r, err := open()
+	if err != nil {
+		nc := c.NetConn()
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = unpublish()
+		nc.Close()
+		return fmt.Errorf("%s: %w", where, err)
+	}
 	cause := pipeline.Play(ctx, c.NetConn(), r, pipeline.PlayerOptions{
 		Format:       pipeline.WireRTMP,
 		Unit:         wire.RTMPMessage,
@@ -177,17 +206,8 @@ func Push(ctx context.Context, u *url.URL, o ClientOptions, r *pipeline.Reader) 
 		Metadata:     wire.RTMPMetadataMessage,
 		WriteTimeout: o.writeTimeout(),
 		Log:          o.log(),
-		End: func() error {
-			// FCUnpublish and deleteStream, as encoders end a publish
-			// (ffmpeg's rtmpproto.c), on the command chunk stream the
-			// library used for connect: only its writer uses it.
-			if err := c.Write(&message.CommandAMF0{ChunkStreamID: 3, Name: "FCUnpublish", CommandID: 6, Arguments: []any{nil, key}}); err != nil {
-				return err
-			}
-			return c.Write(&message.CommandAMF0{ChunkStreamID: 3, Name: "deleteStream", CommandID: 7, Arguments: []any{nil, float64(wire.RTMPStreamID)}})
-		},
+		End:          unpublish,
 	})
-	where := "rtmp push " + pipeline.LogURL(u)
 	switch cause {
 	case pipeline.CauseStreamEnded:
 		return nil

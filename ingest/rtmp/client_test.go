@@ -176,8 +176,9 @@ func TestPullCopiesAndEnds(t *testing.T) {
 }
 
 // TestPushToSluice forwards a stream from one Sluice to another with Push,
-// reads it back over HTTP-FLV with ffprobe, and checks that Push ends
-// cleanly when the stream ends, and that the far side saw an unpublish.
+// reads it back over HTTP-FLV with ffprobe, and checks that Push opens its
+// reader only once the publish is accepted, ends cleanly when the stream
+// ends, and that the far side saw an unpublish.
 func TestPushToSluice(t *testing.T) {
 	src, sra, _ := start(t, `publisher_grace = "0s"`)
 	dst, dra, dha := start(t, "")
@@ -186,13 +187,18 @@ func TestPushToSluice(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := src.Graph.Gate.Play(ctx, pipeline.Request{Path: "live/src", Client: pipeline.ClientInfo{Proto: "rtmp-push", Remote: dra}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	u, _ := url.Parse("rtmp://" + dra + "/live/fwd?token=abc")
 	done := make(chan error, 1)
-	go func() { done <- rtmp.Push(ctx, u, rtmp.ClientOptions{}, r) }()
+	var opened atomic.Int32
+	go func() {
+		done <- rtmp.Push(ctx, u, rtmp.ClientOptions{}, func() (*pipeline.Reader, error) {
+			opened.Add(1)
+			if s := dst.Graph.Hub.Stream("live/fwd"); s == nil || s.Info().State != "live" {
+				t.Error("open was called before the far side accepted the publish")
+			}
+			return src.Graph.Gate.Play(ctx, pipeline.Request{Path: "live/src", Client: pipeline.ClientInfo{Proto: "rtmp-push", Remote: dra}})
+		})
+	}()
 
 	waitLive(t, dst, "live/fwd")
 	p := sluicetest.RunProbe(t, "http://"+dha+"/live/fwd.flv", 30*time.Second, "-read_intervals", "%+2", "-show_packets")
@@ -207,41 +213,58 @@ func TestPushToSluice(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Push did not end with the stream")
 	}
+	if n := opened.Load(); n != 1 {
+		t.Errorf("open called %d times, want 1", n)
+	}
 	sluicetest.Eventually(t, 5*time.Second, func() bool {
 		return strings.Contains(dst.Logs.String(), "cause=unpublished")
 	}, "the far side did not see the push unpublish")
 }
 
-// TestPushErrors checks Push's setup errors and that it finishes its
-// reader on every path.
+// TestPushErrors checks Push's setup errors, that a push that never got
+// its publish accepted never opened a reader, and that an error from open
+// ends the push with that error and releases the far side's stream.
 func TestPushErrors(t *testing.T) {
 	src, sra, _ := start(t, "")
 	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+sra+"/live/src")
 	waitLive(t, src, "live/src")
 	hangUp := listener(t, func(net.Conn, <-chan struct{}) {})
-	_, dra, _ := start(t, "")
+	dst, dra, _ := start(t, `publisher_grace = "0s"`)
+	errOpen := errors.New("no reader today")
 
 	for _, tc := range []struct {
-		name, url string
-		want      error
+		name, url  string
+		openErr    error
+		want       error
+		wantOpened bool
 	}{
-		{"handshake fails", "rtmp://" + hangUp + "/live/x", pipeline.ErrUpstreamDown},
-		{"publish refused", "rtmp://" + dra + "/other/x", pipeline.ErrUpstreamRefused},
+		{"handshake fails", "rtmp://" + hangUp + "/live/x", nil, pipeline.ErrUpstreamDown, false},
+		{"publish refused", "rtmp://" + dra + "/other/x", nil, pipeline.ErrUpstreamRefused, false},
+		{"open fails", "rtmp://" + dra + "/live/x", errOpen, errOpen, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := src.Graph.Gate.Play(context.Background(), pipeline.Request{Path: "live/src", Client: pipeline.ClientInfo{Proto: "rtmp-push"}})
-			if err != nil {
-				t.Fatal(err)
-			}
 			before := src.Graph.Hub.Stream("live/src").Info().Readers
+			opened := false
 			u, _ := url.Parse(tc.url)
-			err = rtmp.Push(context.Background(), u, rtmp.ClientOptions{}, r)
+			err := rtmp.Push(context.Background(), u, rtmp.ClientOptions{}, func() (*pipeline.Reader, error) {
+				opened = true
+				if tc.openErr != nil {
+					return nil, tc.openErr
+				}
+				return src.Graph.Gate.Play(context.Background(), pipeline.Request{Path: "live/src", Client: pipeline.ClientInfo{Proto: "rtmp-push"}})
+			})
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("Push: %v, want %v", err, tc.want)
 			}
-			if after := src.Graph.Hub.Stream("live/src").Info().Readers; after != before-1 {
-				t.Errorf("readers %d before, %d after: Push did not finish its reader", before, after)
+			if opened != tc.wantOpened {
+				t.Errorf("open called: %v, want %v", opened, tc.wantOpened)
 			}
+			if after := src.Graph.Hub.Stream("live/src").Info().Readers; after != before {
+				t.Errorf("readers %d before, %d after: Push kept a reader", before, after)
+			}
+			sluicetest.Eventually(t, 5*time.Second, func() bool {
+				return dst.Graph.Hub.Stream("live/x") == nil
+			}, "the far side still has the stream the failed push claimed")
 		})
 	}
 }
