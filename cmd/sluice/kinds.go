@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/sluice-media/sluice/cluster/directory"
 	"github.com/sluice-media/sluice/cluster/forward"
 	"github.com/sluice-media/sluice/ingest/flvhttp"
 	"github.com/sluice-media/sluice/ingest/mpegtsudp"
@@ -24,6 +25,7 @@ func builtinKinds() *pipeline.Kinds {
 	record.Register(k)
 	hls.Register(k)
 	host.Register(k)
+	directory.Register(k)
 	forward.Register(k)
 	return k
 }
