@@ -170,7 +170,7 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		g.stages = append(g.stages, namedStage{addr: "plugins", stage: opts.Plugins})
 	}
 	if f.Server.HTTP != "" {
-		g.stages = append(g.stages, namedStage{addr: "server.http", stage: &httpStage{addr: f.Server.HTTP, h: rt.HTTP, log: log.With("stage", "server.http"), timeout: g.shutdownTimeout()}})
+		g.stages = append(g.stages, namedStage{addr: "server.http", stage: newHTTPStage(f.Server.HTTP, rt.HTTP, rt.Metrics, log.With("stage", "server.http"), g.shutdownTimeout())})
 	}
 	if f.Server.API != "" {
 		g.stages = append(g.stages, namedStage{addr: "server.api", stage: &apiStage{addr: f.Server.API, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout()}})
@@ -264,6 +264,11 @@ func (g *Graph) Run(ctx context.Context) error {
 	defer cancel()
 	timeout := g.shutdownTimeout()
 
+	// Every stage's routes serve before any listener accepts, so that the
+	// first request cannot beat its stage's routes to the router.
+	for _, s := range g.stages {
+		s.routes.Activate(ctx)
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(g.stages))
 	for _, s := range g.stages {

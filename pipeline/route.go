@@ -129,12 +129,17 @@ func (rs *Routes) Handle(pipeline, method string, split Splitter, h StreamHandle
 func (rs *Routes) Len() int { return len(rs.routes) }
 
 // Activate starts serving the routes, with handler contexts derived from
-// ctx: when ctx ends, their requests' contexts end with ErrStageStopped.
+// ctx: when ctx ends, their requests' contexts end with ErrStageStopped. A
+// second call does nothing.
 func (rs *Routes) Activate(ctx context.Context) {
 	if rs == nil || len(rs.routes) == 0 {
 		return
 	}
 	rs.mu.Lock()
+	if rs.ctx != nil || rs.closed {
+		rs.mu.Unlock()
+		return // already serving (the graph activates before RunStage)
+	}
 	rs.ctx = ctx
 	rs.mu.Unlock()
 	rt := rs.rt

@@ -30,8 +30,8 @@ type ClientOptions struct {
 	// Transport makes the request; nil uses a transport of the call's own
 	// without keep-alives (one long response per connection, and a new
 	// attempt must not reuse a connection to an upstream that went away).
-	// The cluster can pass a shared HTTP/2 cleartext transport here, to
-	// carry every stream to an origin on one connection.
+	// Pass one NewH2CTransport to every pull of an edge to carry all the
+	// streams from an origin on one connection.
 	Transport http.RoundTripper
 	// Log receives track changes and codec warnings; nil discards them.
 	Log *slog.Logger
@@ -130,9 +130,20 @@ func Pull(ctx context.Context, u *url.URL, o ClientOptions, open func() (pipelin
 
 // lost reports whether err means the connection ended inside a tag.
 func lost(err error) bool {
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+	var be *bodyError
+	return errors.As(err, &be) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
+
+// bodyError is a failure to read the response body: the connection or,
+// over HTTP/2, the stream was lost (a reset stream, a connection that
+// died under every stream it carried). The FLV reader wraps it in a
+// *flv.ParseError with the offset; it is still a lost upstream, not a
+// malformed stream.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
 
 // statusError is the error for a response other than 200, with the start
 // of its body, where servers (Sluice among them) say why.
@@ -169,6 +180,9 @@ func (b *idleReader) Read(p []byte) (int, error) {
 		if b.count != nil {
 			b.count.CountBytes(int64(n))
 		}
+	}
+	if err != nil && err != io.EOF {
+		err = &bodyError{err}
 	}
 	return n, err
 }

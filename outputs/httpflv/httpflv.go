@@ -1,5 +1,6 @@
 // Package httpflv serves streams as HTTP-FLV: GET /APP/NAME.flv answers with
-// an endless chunked FLV body that starts at the GOP cache.
+// an endless FLV body that starts at the GOP cache, chunked over HTTP/1.1
+// and as one stream of a shared connection over cleartext HTTP/2.
 package httpflv
 
 import (
@@ -18,7 +19,8 @@ import (
 
 // Config is the body of an `output "http_flv"` block.
 type Config struct {
-	// WriteTimeout drops a player whose socket accepts nothing for this long.
+	// WriteTimeout drops a player whose connection (over HTTP/2, whose
+	// stream) accepts nothing for this long.
 	WriteTimeout string `hcl:"write_timeout,optional"`
 
 	write time.Duration
@@ -59,7 +61,7 @@ type Output struct {
 }
 
 func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
-	log := o.log.With("stream", stream, "remote", r.RemoteAddr, "proto", "http-flv")
+	log := o.log.With("stream", stream, "remote", r.RemoteAddr, "proto", "http-flv", "http_version", r.Proto)
 	h := w.Header()
 	h.Set("Content-Type", "video/x-flv")
 	h.Set("Cache-Control", "no-cache, no-store")
@@ -79,10 +81,22 @@ func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string)
 		return
 	}
 	defer rd.Close()
+	video, audio := rd.Stream().Tracks()
+	opts := pipeline.PlayerOptions{
+		Format:       pipeline.WireFLV,
+		Unit:         wire.FLVTag,
+		Header:       wire.FLVConfigTag,
+		Metadata:     wire.FLVMetadataTag,
+		Lead:         flv.AppendFileHeader(nil, audio != nil, video != nil),
+		WriteTimeout: o.cfg.write,
+		Log:          log,
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		rd.Finish("unsupported")
-		http.Error(w, "HTTP-FLV needs HTTP/1.x", http.StatusHTTPVersionNotSupported)
+		// HTTP/2 (an edge pulling every stream of an origin over one
+		// connection): there is no connection of the stream's own to take
+		// over, so the body goes through the response writer.
+		pipeline.PlayResponse(w, r, rd, opts)
 		return
 	}
 	nc, _, err := hj.Hijack()
@@ -93,8 +107,10 @@ func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string)
 	}
 	defer nc.Close()
 
-	// The response head is the router's headers (CORS included) plus the
-	// framing, written by hand since the connection is hijacked.
+	// HTTP/1.x: the output writes the socket itself, so that a batch is
+	// one writev and latency mode can write it directly. The response head
+	// is the router's headers (CORS included) plus the framing, written by
+	// hand since the connection is hijacked.
 	chunked := r.ProtoAtLeast(1, 1)
 	h.Set("Connection", "close")
 	if chunked {
@@ -104,17 +120,7 @@ func (o *Output) serve(w http.ResponseWriter, r *http.Request, stream, _ string)
 	head.WriteString("HTTP/1.1 200 OK\r\n")
 	_ = h.Write(&head)
 	head.WriteString("\r\n")
-	video, audio := rd.Stream().Tracks()
-	opts := pipeline.PlayerOptions{
-		Format:       pipeline.WireFLV,
-		Unit:         wire.FLVTag,
-		Header:       wire.FLVConfigTag,
-		Metadata:     wire.FLVMetadataTag,
-		Preamble:     head.Bytes(),
-		Lead:         flv.AppendFileHeader(nil, audio != nil, video != nil),
-		WriteTimeout: o.cfg.write,
-		Log:          log,
-	}
+	opts.Preamble = head.Bytes()
 	if chunked {
 		// The terminating chunk tells the player the stream is over
 		// rather than cut off.
