@@ -9,6 +9,9 @@
 #   QUICK=1 scripts/bench-vs-nginx.sh    # shorter windows (~3 min)
 #   SCALE=1 scripts/bench-vs-nginx.sh    # find the most players without a stall (600 kbit/s)
 #
+# scripts/bench-shapes.sh measures other load shapes (many streams, players
+# that read periodically, LL-HLS viewers, the merge-window curve).
+#
 # Settings (environment): NS="1 100 300 600", DURATION=8s, RAMP=3s,
 # WARMUP=2s, LEAD=2500ms, STEP=200, STEP_TIME=8s, MAX_PLAYERS=3000,
 # MAX_TIME=3m, NGINX_MODULE=/path/ngx_rtmp_module.so, KEEP=1 (keep the
@@ -19,7 +22,10 @@
 # Every process the script starts is stopped when it exits.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_init
+
 NS=${NS:-"1 100 300 600"}
 DURATION=${DURATION:-8s}
 RAMP=${RAMP:-3s}
@@ -36,72 +42,6 @@ STEP_TIME=${STEP_TIME:-8s}
 MAX_PLAYERS=${MAX_PLAYERS:-3000}
 MAX_TIME=${MAX_TIME:-3m}
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/sluicebench.XXXXXX")
-PIDS=()
-
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${PIDS[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if [ "${KEEP:-0}" = 1 ]; then
-		echo "kept $TMP" >&2
-	else
-		rm -rf "$TMP"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "bench: $*" >&2; }
-
-need() {
-	command -v "$1" >/dev/null 2>&1 || {
-		log "$1 not found in PATH"
-		exit 1
-	}
-}
-need go
-need ffmpeg
-
-# More players than the default descriptor limit.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# free_port prints a loopback port nothing listens on.
-free_port() {
-	local p
-	for _ in $(seq 200); do
-		p=$((20000 + RANDOM % 30000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	log "no free port"
-	return 1
-}
-
-# wait_port waits until something listens on port $1.
-wait_port() {
-	for _ in $(seq 100); do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	log "nothing listens on port $1"
-	return 1
-}
-
-# stop_server stops the server started last.
-stop_server() {
-	kill "$SERVER_PID" 2>/dev/null || true
-	wait "$SERVER_PID" 2>/dev/null || true
-}
-
 # Servers that run side by side: save KEY remembers the server started
 # last under KEY, use KEY makes it the one the next cell loads.
 declare -A SAVED_RTMP SAVED_HTTP SAVED_PID
@@ -116,47 +56,13 @@ use() {
 	SERVER_PID=${SAVED_PID[$1]}
 }
 
-log "building into $TMP"
-(cd "$ROOT" && go build -o "$TMP/sluice" ./cmd/sluice && go build -o "$TMP/sluicebench" ./cmd/sluicebench)
-BENCH=$TMP/sluicebench
-
-# The fixtures (commands also in testdata/bench/README.md): noise keeps the
-# encoder at its bitrate instead of far below it on a synthetic picture.
+build_tools
 if [ "$SCALE" = 1 ]; then
-	INPUT=$TMP/360p30-600k.flv
-	log "encoding the 360p30 600 kbit/s fixture"
-	ffmpeg -hide_banner -loglevel error -nostdin -y \
-		-f lavfi -i "testsrc2=size=640x360:rate=30" -f lavfi -i "sine=frequency=1000:sample_rate=48000" \
-		-t 10 -vf "noise=alls=12:allf=t" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
-		-b:v 536k -maxrate 536k -bufsize 536k -g 60 -keyint_min 60 -sc_threshold 0 \
-		-c:a aac -b:a 64k -ac 2 -f flv "$INPUT"
+	INPUT=$(fixture 360p30-600k)
 else
-	INPUT=$TMP/720p30-2m.flv
-	log "encoding the 720p30 2 Mbit/s fixture"
-	ffmpeg -hide_banner -loglevel error -nostdin -y \
-		-f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=1000:sample_rate=48000" \
-		-t 10 -vf "noise=alls=12:allf=t" -c:v libx264 -preset veryfast -pix_fmt yuv420p \
-		-b:v 1872k -maxrate 1872k -bufsize 1872k -g 60 -keyint_min 60 -sc_threshold 0 \
-		-c:a aac -b:a 128k -ac 2 -f flv "$INPUT"
+	INPUT=$(fixture 720p30-2m)
 fi
-
-NGINX=""
-if command -v nginx >/dev/null 2>&1; then
-	NGINX=$(command -v nginx)
-fi
-if [ -z "${NGINX_MODULE:-}" ]; then
-	for m in /usr/lib/nginx/modules/ngx_rtmp_module.so /usr/share/nginx/modules/ngx_rtmp_module.so \
-		/usr/lib64/nginx/modules/ngx_rtmp_module.so /usr/local/nginx/modules/ngx_rtmp_module.so; do
-		if [ -f "$m" ]; then
-			NGINX_MODULE=$m
-			break
-		fi
-	done
-fi
-if [ -z "$NGINX" ] || [ -z "${NGINX_MODULE:-}" ]; then
-	log "nginx or its RTMP module not found: only Sluice runs (apt-get install nginx libnginx-mod-rtmp)"
-	NGINX=""
-fi
+find_nginx
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS=$TMP/results.jsonl
@@ -189,21 +95,8 @@ EOF
 	"$TMP/sluice" run "$TMP/sluice-$mode.hcl" >"$TMP/sluice-$mode.log" 2>&1 &
 	SERVER_PID=$!
 	PIDS+=("$SERVER_PID")
-	wait_port "$RTMP_PORT"
-	wait_port "$HTTP_PORT"
-}
-
-# start_nginx starts nginx-rtmp on a fresh port.
-start_nginx() {
-	RTMP_PORT=$(free_port)
-	HTTP_PORT=""
-	mkdir -p "$TMP/nginx"
-	sed -e "s#@MODULE@#$NGINX_MODULE#" -e "s#@DIR@#$TMP/nginx#" -e "s#@PORT@#$RTMP_PORT#" \
-		"$ROOT/scripts/nginx-rtmp.conf.tmpl" >"$TMP/nginx/nginx.conf"
-	"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -g 'daemon off;' >"$TMP/nginx/stdout.log" 2>&1 &
-	SERVER_PID=$!
-	PIDS+=("$SERVER_PID")
-	wait_port "$RTMP_PORT"
+	wait_port "$RTMP_PORT" "$SERVER_PID"
+	wait_port "$HTTP_PORT" "$SERVER_PID"
 }
 
 # cell SERVER MODE PROTO N: one load run against the server started last.
@@ -275,6 +168,6 @@ fi
 
 echo
 echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -sr), $(go version | cut -d' ' -f3)${NGINX:+, $("$NGINX" -v 2>&1 | cut -d' ' -f3)}; input $(basename "$INPUT"); window $DURATION after a $RAMP ramp and $WARMUP warm-up"
+echo "$(machine_line); input $(basename "$INPUT"); window $DURATION after a $RAMP ramp and $WARMUP warm-up"
 echo
 "$BENCH" report "$RESULTS"

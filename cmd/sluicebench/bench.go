@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,9 +20,11 @@ import (
 // options is what one run does; main fills it from flags.
 type options struct {
 	publish    string        // RTMP URL to publish input to ("" for none)
-	play       string        // rtmp:// or http(s)://....flv URL the players read
+	play       string        // rtmp://, http(s)://....flv or ....m3u8 URL the players read
 	input      string        // FLV file (H.264 + AAC) the publisher loops
-	n          int           // players
+	n          int           // players per stream
+	streams    int           // streams published and played (1: the URLs as given)
+	readEvery  time.Duration // players read their socket this often (0: as data arrives)
 	ramp       time.Duration // players are opened evenly over this
 	warmup     time.Duration // after the ramp, before the window
 	duration   time.Duration // the measured window
@@ -41,13 +46,20 @@ type result struct {
 	Play  string            `json:"play"`
 	Proto string            `json:"proto"`
 
+	// Streams is how many streams the players were spread over (1 unless
+	// -streams); Players counts them all.
+	Streams int `json:"streams,omitempty"`
 	Players int `json:"players"`
 	Playing int `json:"playing"` // playing when the window opened
 	Errors  int `json:"errors"`
-	// PublishError is why the publisher stopped before the run ended.
-	PublishError string         `json:"publish_error,omitempty"`
-	ErrorSamples map[string]int `json:"error_samples,omitempty"`
-	NoFrames     int            `json:"no_frames"` // players with no decodable frame by the end
+	// ReadIntervalMs is -read-interval: 0 when players read as data arrives.
+	ReadIntervalMs float64 `json:"read_interval_ms,omitempty"`
+	// PublishError is why the (first) publisher stopped before the run
+	// ended; PublishErrors counts the publishers that did.
+	PublishError  string         `json:"publish_error,omitempty"`
+	PublishErrors int            `json:"publish_errors,omitempty"`
+	ErrorSamples  map[string]int `json:"error_samples,omitempty"`
+	NoFrames      int            `json:"no_frames"` // players with no decodable frame by the end
 
 	WindowS         float64 `json:"window_s"`
 	ServerCPUMs     float64 `json:"server_cpu_ms,omitempty"`
@@ -89,12 +101,69 @@ type stepResult struct {
 	Load1           float64 `json:"load1"`
 }
 
+// Player kinds, by the -play URL.
+const (
+	kindRTMP    = "rtmp"
+	kindHTTPFLV = "http-flv"
+	kindHLS     = "ll-hls"
+)
+
+// playKind says which player reads u: RTMP, HTTP-FLV, or HLS for a
+// playlist (.m3u8).
+func playKind(u *url.URL) (string, error) {
+	switch {
+	case u.Scheme == "rtmp":
+		return kindRTMP, nil
+	case (u.Scheme == "http" || u.Scheme == "https") && strings.HasSuffix(u.Path, ".m3u8"):
+		return kindHLS, nil
+	case u.Scheme == "http" || u.Scheme == "https":
+		return kindHTTPFLV, nil
+	}
+	return "", fmt.Errorf("-play %s: want rtmp:// or http(s)://", u.Redacted())
+}
+
+// nthStream returns the URL of stream i of k: with k > 1 the stream name
+// gets "-i" (rtmp://h/live/b -> live/b-7, http://h/live/b.flv ->
+// live/b-7.flv, http://h/live/b/index.m3u8 -> live/b-7/index.m3u8); with one
+// stream the URL is used as it is.
+func nthStream(raw string, i, k int) (string, error) {
+	if k <= 1 {
+		return raw, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	suffix := "-" + strconv.Itoa(i)
+	switch p := u.Path; {
+	case strings.HasSuffix(p, ".flv"):
+		u.Path = strings.TrimSuffix(p, ".flv") + suffix + ".flv"
+	case strings.HasSuffix(p, ".m3u8"):
+		dir, file := path.Split(p)
+		u.Path = strings.TrimSuffix(dir, "/") + suffix + "/" + file
+	default:
+		u.Path = strings.TrimSuffix(p, "/") + suffix
+	}
+	u.RawPath = ""
+	return u.String(), nil
+}
+
+// stream is one stream of a run: where its publisher sends, where its
+// players read, and what the publisher sent.
+type stream struct {
+	publish *url.URL // nil without a publisher
+	play    string
+	rtmp    rtmpTarget // for RTMP players
+	sent    *sentLog   // nil without a publisher
+}
+
 // bench is one run in progress.
 type bench struct {
-	opts  options
-	clock *clock
-	sent  *sentLog // nil without a publisher
-	gap   time.Duration
+	opts    options
+	clock   *clock
+	kind    string // kindRTMP, kindHTTPFLV or kindHLS
+	streams []*stream
+	gap     time.Duration
 
 	measuring     atomic.Bool
 	delay         *histogram
@@ -108,9 +177,8 @@ type bench struct {
 	errs    map[string]int
 	nerrs   int
 
-	http *http.Client
-	rtmp rtmpTarget
-	wg   sync.WaitGroup
+	http *http.Client   // HTTP-FLV or HLS players
+	wg   sync.WaitGroup // players and publishers
 }
 
 // run does one run as opts says and returns what it measured.
@@ -119,33 +187,40 @@ func run(ctx context.Context, opts options) (*result, error) {
 	if opts.stallAfter <= 0 {
 		b.opts.stallAfter = time.Second
 	}
+	b.opts.streams = max(opts.streams, 1)
 	u, err := url.Parse(opts.play)
 	if err != nil {
 		return nil, fmt.Errorf("-play: %w", err)
 	}
-	proto := "rtmp"
-	switch u.Scheme {
-	case "rtmp":
-		if b.rtmp, err = parseRTMPURL(u); err != nil {
-			return nil, err
-		}
-	case "http", "https":
-		proto = "http-flv"
+	if b.kind, err = playKind(u); err != nil {
+		return nil, err
+	}
+	if err := b.makeStreams(); err != nil {
+		return nil, err
+	}
+	switch b.kind {
+	case kindHTTPFLV:
 		b.http = newHTTPClient()
+	case kindHLS:
+		// Up to two renditions per player, each on its own connection.
+		players := b.total()
+		if b.opts.findMax {
+			players = b.opts.maxPlayers
+		}
+		b.http = newHLSClient(2*players + 16)
+	}
+	if b.http != nil {
 		defer b.http.CloseIdleConnections()
-	default:
-		return nil, fmt.Errorf("-play %s: want rtmp:// or http(s)://", opts.play)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
+	// Every goroutine of the run (players, publishers) is stopped and
+	// waited for on every way out.
+	defer b.wg.Wait()
 	defer cancel()
-	var pubErr chan error
+	var pubErrs []chan error
 	b.gap = opts.gap
 	if opts.publish != "" {
-		pu, err := url.Parse(opts.publish)
-		if err != nil {
-			return nil, fmt.Errorf("-publish: %w", err)
-		}
 		file, err := loadFLV(opts.input)
 		if err != nil {
 			return nil, err
@@ -153,14 +228,7 @@ func run(ctx context.Context, opts options) (*result, error) {
 		if b.gap == 0 {
 			b.gap = max(3*file.frameInterval, 100*time.Millisecond)
 		}
-		b.sent = newSentLog(1 << 14)
-		pub := &publisher{url: pu, file: file, clock: b.clock, sent: b.sent}
-		ready := make(chan struct{})
-		pubErr = make(chan error, 1)
-		go func() { pubErr <- pub.run(ctx, ready) }()
-		select {
-		case <-ready:
-		case err := <-pubErr:
+		if pubErrs, err = b.startPublishers(ctx, file); err != nil {
 			return nil, err
 		}
 		if err := sleep(ctx, opts.lead); err != nil {
@@ -173,7 +241,10 @@ func run(ctx context.Context, opts options) (*result, error) {
 
 	monitorDone := make(chan struct{})
 	go func() { defer close(monitorDone); b.monitor(ctx) }()
-	res := &result{Tags: opts.tags, Play: u.Redacted(), Proto: proto, GapMs: ms(b.gap)}
+	res := &result{Tags: opts.tags, Play: u.Redacted(), Proto: b.kind, GapMs: ms(b.gap), ReadIntervalMs: ms(opts.readEvery)}
+	if b.opts.streams > 1 {
+		res.Streams = b.opts.streams
+	}
 	if opts.findMax {
 		err = b.findMax(ctx, res)
 	} else {
@@ -182,11 +253,14 @@ func run(ctx context.Context, opts options) (*result, error) {
 	cancel()
 	b.wg.Wait()
 	<-monitorDone
-	if pubErr != nil {
-		// A publisher the server cut off spoils the numbers of the run but
-		// is itself a finding: the result says so instead of vanishing.
-		if perr := <-pubErr; perr != nil {
-			res.PublishError = perr.Error()
+	// A publisher the server cut off spoils the numbers of the run but is
+	// itself a finding: the result says so instead of vanishing.
+	for _, c := range pubErrs {
+		if perr := <-c; perr != nil {
+			if res.PublishErrors == 0 {
+				res.PublishError = perr.Error()
+			}
+			res.PublishErrors++
 		}
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
@@ -199,6 +273,86 @@ func run(ctx context.Context, opts options) (*result, error) {
 		res.ErrorSamples = nil
 	}
 	return res, err
+}
+
+// total is how many players a fixed run opens.
+func (b *bench) total() int { return b.opts.n * b.opts.streams }
+
+// makeStreams works out every stream's URLs.
+func (b *bench) makeStreams() error {
+	k := b.opts.streams
+	// A frame is looked up for as long as the delay histogram reaches (30
+	// s): at 60 frames a second that is 1800 frames. One stream gets a
+	// generous log, many streams a log each that fits that bound.
+	logSize := 1 << 14
+	if k > 1 {
+		logSize = 1 << 11
+	}
+	for i := range k {
+		s := &stream{}
+		var err error
+		if s.play, err = nthStream(b.opts.play, i, k); err != nil {
+			return fmt.Errorf("-play: %w", err)
+		}
+		if b.kind == kindRTMP {
+			pu, _ := url.Parse(s.play)
+			if s.rtmp, err = parseRTMPURL(pu); err != nil {
+				return err
+			}
+		}
+		if b.opts.publish != "" {
+			raw, err := nthStream(b.opts.publish, i, k)
+			if err != nil {
+				return fmt.Errorf("-publish: %w", err)
+			}
+			if s.publish, err = url.Parse(raw); err != nil {
+				return fmt.Errorf("-publish: %w", err)
+			}
+			s.sent = newSentLog(logSize)
+		}
+		b.streams = append(b.streams, s)
+	}
+	return nil
+}
+
+// startPublishers starts one publisher per stream, each pacing its own
+// copy of file in real time from its own start. With several streams the
+// starts are spread evenly over one keyframe interval of the file, so that
+// the streams' keyframes (and the bursts of work they cause a server) are
+// spread as independent encoders' are, not all at once. It returns once
+// every publisher is publishing; each channel then gets its publisher's
+// result when the run ends.
+func (b *bench) startPublishers(ctx context.Context, file *mediaFile) ([]chan error, error) {
+	var stagger time.Duration
+	if k := len(b.streams); k > 1 {
+		stagger = file.keyInterval / time.Duration(k)
+	}
+	errs := make([]chan error, 0, len(b.streams))
+	for i, s := range b.streams {
+		if i > 0 {
+			if err := sleep(ctx, stagger); err != nil {
+				return nil, err
+			}
+		}
+		pub := &publisher{url: s.publish, file: file, clock: b.clock, sent: s.sent}
+		ready := make(chan struct{})
+		done := make(chan error, 1)
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			done <- pub.run(ctx, ready)
+		}()
+		select {
+		case <-ready:
+		case err := <-done:
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, err
+		}
+		errs = append(errs, done)
+	}
+	return errs, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -217,7 +371,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // fixed is the standard run: ramp up n players, warm up, measure.
 func (b *bench) fixed(ctx context.Context, res *result) error {
-	if err := b.addPlayers(ctx, b.opts.n, b.opts.ramp); err != nil {
+	if err := b.addPlayers(ctx, b.total(), b.opts.ramp); err != nil {
 		return err
 	}
 	if err := sleep(ctx, b.opts.warmup); err != nil {
@@ -245,7 +399,7 @@ wait:
 		}
 	}
 	st := b.close(w)
-	res.Players = b.opts.n
+	res.Players = b.total()
 	res.Playing = w.playing
 	res.WindowS = st.window.Seconds()
 	res.ServerCPUMs = ms(st.serverCPU)
@@ -329,21 +483,32 @@ func (b *bench) addPlayers(ctx context.Context, n int, ramp time.Duration) error
 	return nil
 }
 
+// startPlayer starts one player on the next stream in turn, so players
+// are spread evenly over the streams.
 func (b *bench) startPlayer(ctx context.Context) {
-	p := &player{b: b, start: b.clock.now()}
+	p := &player{b: b, start: b.clock.now(), byPTS: b.kind == kindHLS}
 	b.mu.Lock()
+	s := b.streams[len(b.players)%len(b.streams)]
 	b.players = append(b.players, p)
 	b.mu.Unlock()
+	p.sent = s.sent
+	var pace *pacer
+	if b.opts.readEvery > 0 {
+		// A random phase: viewers' players do not wake in step.
+		pace = newPacer(b.opts.readEvery, rand.N(b.opts.readEvery))
+	}
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		defer p.done.Store(true)
-		buf := make([]byte, 64<<10)
 		var err error
-		if b.http != nil {
-			err = (&httpPlayer{p: p, client: b.http, url: b.opts.play, buf: buf}).run(ctx)
-		} else {
-			err = (&rtmpPlayer{p: p, target: b.rtmp, buf: buf, out: make([]byte, 0, 512)}).run(ctx)
+		switch b.kind {
+		case kindHLS:
+			err = (&hlsPlayer{p: p, client: b.http, url: s.play}).run(ctx)
+		case kindHTTPFLV:
+			err = (&httpPlayer{p: p, client: b.http, url: s.play, buf: make([]byte, 64<<10), pace: pace}).run(ctx)
+		default:
+			err = (&rtmpPlayer{p: p, target: s.rtmp, buf: make([]byte, 64<<10), out: make([]byte, 0, 512), pace: pace}).run(ctx)
 		}
 		if err != nil && ctx.Err() == nil {
 			b.mu.Lock()

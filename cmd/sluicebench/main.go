@@ -4,11 +4,15 @@
 // adds, stalls, delivered bitrate and memory.
 //
 //	sluicebench -input in.flv -publish rtmp://127.0.0.1/live/b -play rtmp://127.0.0.1/live/b -n 600 -pid PID
+//	sluicebench -input in.flv -publish rtmp://127.0.0.1/live/s -play rtmp://127.0.0.1/live/s -streams 100 -n 2 -pid PID
+//	sluicebench -input in.flv -publish rtmp://127.0.0.1/live/b -play http://127.0.0.1:8080/live/b.flv -read-interval 50ms -pid PID
+//	sluicebench -input in.flv -publish rtmp://127.0.0.1/live/b -play http://127.0.0.1:8080/live/b/index.m3u8 -n 200 -pid PID
 //	sluicebench report results.jsonl
 //
-// One process is both the publisher (so it knows when each frame was
+// One process is both every publisher (so it knows when each frame was
 // sent) and every player (each a goroutine with one buffer that reads
-// chunk or tag headers and skips payloads in place).
+// chunk, tag or movie fragment headers and skips payloads in place).
+// Players speak RTMP, HTTP-FLV or LL-HLS, by the -play URL.
 package main
 
 import (
@@ -19,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,17 +31,20 @@ import (
 	"time"
 )
 
-const usage = `sluicebench loads a live media server with RTMP or HTTP-FLV players.
+const usage = `sluicebench loads a live media server with RTMP, HTTP-FLV or LL-HLS players.
 
 Usage:
   sluicebench [flags]              run the load, print what it measured
-  sluicebench report [FILE ...]    print a markdown table from -json results (stdin without FILE)
+  sluicebench report [FILE ...]    print markdown tables from -json results (stdin without FILE)
 
 Flags:
 `
 
 func main() {
-	os.Exit(mainArgs(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := mainArgs(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // tagFlags collects repeated -tag key=value flags.
@@ -53,7 +61,9 @@ func (t tagFlags) Set(s string) error {
 	return nil
 }
 
-func mainArgs(args []string, stdout, stderr io.Writer) int {
+// mainArgs runs the command line args until it is done or ctx ends, and
+// returns the exit code.
+func mainArgs(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "report" {
 		return cmdReport(args[1:], stdout, stderr)
 	}
@@ -65,8 +75,6 @@ func mainArgs(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sluicebench:", err)
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	res, err := run(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "sluicebench:", err)
@@ -95,9 +103,11 @@ func parseFlags(args []string, stderr io.Writer) (options, bool, error) {
 	var o options
 	tags := tagFlags{}
 	fs.StringVar(&o.publish, "publish", "", "publish -input to this RTMP URL in real time, looped (rtmp://HOST:PORT/APP/NAME)")
-	fs.StringVar(&o.play, "play", "", "URL the players read: rtmp://HOST:PORT/APP/NAME or http://HOST:PORT/APP/NAME.flv")
+	fs.StringVar(&o.play, "play", "", "URL the players read: rtmp://HOST:PORT/APP/NAME, http://HOST:PORT/APP/NAME.flv, or an fMP4 HLS playlist http://HOST:PORT/APP/NAME/index.m3u8 (followed as LL-HLS)")
 	fs.StringVar(&o.input, "input", "", "FLV file (H.264 + AAC) to publish")
-	fs.IntVar(&o.n, "n", 600, "number of players")
+	fs.IntVar(&o.n, "n", 600, "number of players (per stream with -streams)")
+	fs.IntVar(&o.streams, "streams", 1, "publish and play this many streams, NAME-0 ... NAME-(K-1) of the -publish and -play URLs, each publisher pacing the input on its own clock, starts spread over one GOP")
+	fs.DurationVar(&o.readEvery, "read-interval", 0, "RTMP and HTTP-FLV players read their socket only every this long once playing, draining it each time, as a player that wakes periodically (0: read as data arrives)")
 	fs.DurationVar(&o.ramp, "ramp", 5*time.Second, "players are opened evenly over this time")
 	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "wait after the ramp before measuring")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "the measured window")
@@ -110,7 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (options, bool, error) {
 	fs.DurationVar(&o.stepTime, "step-time", 8*time.Second, "find-max: length of a step (a quarter ramp, a quarter settling, half measured)")
 	fs.IntVar(&o.maxPlayers, "max-players", 3000, "find-max: stop at this many players")
 	fs.DurationVar(&o.maxTime, "max-time", 3*time.Minute, "find-max: stop after this long")
-	fs.Var(tags, "tag", "key=value copied into the -json result (repeatable; report uses server, mode)")
+	fs.Var(tags, "tag", "key=value copied into the -json result (repeatable; report uses server, mode, and shape, config, merge for the load-shape tables)")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
 	if err := fs.Parse(args); err != nil {
 		return o, false, err
@@ -125,10 +135,21 @@ func parseFlags(args []string, stderr io.Writer) (options, bool, error) {
 		return o, false, errors.New("-publish needs -input FILE.flv")
 	case o.n < 1 && !o.findMax:
 		return o, false, errors.New("-n must be at least 1")
+	case o.streams < 1:
+		return o, false, errors.New("-streams must be at least 1")
+	case o.readEvery < 0:
+		return o, false, errors.New("-read-interval must not be negative")
+	case o.readEvery > 0 && !pacingSupported:
+		return o, false, errors.New("-read-interval is not supported on this system")
 	case o.duration <= 0:
 		return o, false, errors.New("-duration must be positive")
 	case o.findMax && (o.step < 1 || o.stepTime <= 0 || o.maxPlayers < 1):
 		return o, false, errors.New("-find-max needs a positive -step, -step-time and -max-players")
+	}
+	if u, err := url.Parse(o.play); err == nil && o.readEvery > 0 {
+		if k, _ := playKind(u); k == kindHLS {
+			return o, false, errors.New("-read-interval applies to RTMP and HTTP-FLV players; HLS players fetch whole parts")
+		}
 	}
 	if len(tags) > 0 {
 		o.tags = tags
@@ -146,8 +167,14 @@ func printText(w io.Writer, r *result) {
 		return
 	}
 	fmt.Fprintf(w, "%s (%s): %d players, %d playing, %d errors, %d without a picture\n", r.Play, r.Proto, r.Players, r.Playing, r.Errors, r.NoFrames)
+	if r.Streams > 1 {
+		fmt.Fprintf(w, "  streams       %d, %d players each\n", r.Streams, r.Players/r.Streams)
+	}
+	if r.ReadIntervalMs > 0 {
+		fmt.Fprintf(w, "  players read  every %.0f ms\n", r.ReadIntervalMs)
+	}
 	if r.PublishError != "" {
-		fmt.Fprintf(w, "  PUBLISHER FAILED: %s\n", r.PublishError)
+		fmt.Fprintf(w, "  PUBLISHER FAILED (%d of %d): %s\n", r.PublishErrors, max(r.Streams, 1), r.PublishError)
 	}
 	for k, n := range r.ErrorSamples {
 		fmt.Fprintf(w, "  error x%d: %s\n", n, k)
@@ -162,9 +189,9 @@ func printText(w io.Writer, r *result) {
 	fmt.Fprintf(w, "  stalls        %d (%d no frame > stall time, %d timestamp gaps > %.0f ms) in %d players\n", r.Stalls, r.ArrivalStalls, r.Gaps, r.GapMs, r.StalledPlayers)
 }
 
-// cmdReport reads -json results (one per line) and prints them as one
-// markdown table, each row's CPU compared with nginx-rtmp's RTMP row at the
-// same player count.
+// cmdReport reads -json results (one per line) and prints them as markdown
+// tables (see writeReport), each row's CPU compared with nginx-rtmp's RTMP
+// row of the same load.
 func cmdReport(args []string, stdout, stderr io.Writer) int {
 	var results []*result
 	read := func(r io.Reader, name string) error {

@@ -65,6 +65,7 @@ func startNginx(t *testing.T) (string, int) {
 // timestamps, no GOP cache) must be read as well as Sluice's, and each
 // measurement must be taken.
 func TestRunAgainstNginx(t *testing.T) {
+	t.Parallel()
 	addr, pid := startNginx(t)
 	res, err := run(context.Background(), options{
 		publish:  "rtmp://" + addr + "/live/e2e",

@@ -17,7 +17,11 @@ func (c *clock) now() time.Duration { return time.Since(c.base) }
 // summary read are atomics; the rest belong to the player's goroutine.
 type player struct {
 	b     *bench
+	sent  *sentLog      // its stream's publisher log; nil without a publisher
 	start time.Duration // when it began connecting
+	// byPTS matches frames with the publisher's by presentation time
+	// (HLS), not by RTMP timestamp.
+	byPTS bool
 
 	playing   atomic.Bool   // setup done, media flowing
 	done      atomic.Bool   // its goroutine returned
@@ -43,7 +47,16 @@ type player struct {
 // keyframe after a sequence header, then stalls, timestamp gaps and the
 // server-added delay. Frames before the first decodable one are not
 // pictures a viewer would see, so they are not watched.
-func (p *player) onVideo(kind videoKind, ts, size uint32) {
+func (p *player) onVideo(kind videoKind, ts, size uint32) { p.video(kind, ts, ts, size) }
+
+// onVideoPTS is onVideo for a player that knows a frame's decoding
+// timestamp ts and presentation time pts (both ms) but not the size it was
+// published with: delays are matched by pts (see sentLog.lookupPTS).
+func (p *player) onVideoPTS(kind videoKind, ts, pts uint32) { p.video(kind, ts, pts, 0) }
+
+// video is onVideo with the timestamp the publisher's log is searched by
+// (key: ts, or pts when byPTS) apart from the one gaps are measured on.
+func (p *player) video(kind videoKind, ts, key, size uint32) {
 	switch kind {
 	case videoConfig:
 		p.sawConfig = true
@@ -59,7 +72,7 @@ func (p *player) onVideo(kind videoKind, ts, size uint32) {
 			return
 		}
 		p.ttff.Store(int64(max(now-p.start, 1)))
-		p.resolveOffset(ts, size)
+		p.resolveOffset(key, size)
 	} else {
 		measuring := b.measuring.Load()
 		last := time.Duration(p.lastVideo.Load())
@@ -76,7 +89,7 @@ func (p *player) onVideo(kind videoKind, ts, size uint32) {
 			}
 		}
 		if measuring && p.offsetState == 1 {
-			if f, ok := b.sent.lookup(ts + p.offset); ok {
+			if f, ok := p.lookup(key + p.offset); ok {
 				b.delay.add(now - f.at)
 			} else {
 				b.unmatched.Add(1)
@@ -87,20 +100,44 @@ func (p *player) onVideo(kind videoKind, ts, size uint32) {
 	p.lastTS, p.haveTS = ts, true
 }
 
+// lookup finds the sent frame with the publisher-timeline timestamp key.
+func (p *player) lookup(key uint32) (sentFrame, bool) {
+	if p.byPTS {
+		return p.sent.lookupPTS(key)
+	}
+	return p.sent.lookup(key)
+}
+
+// hlsTimelineStart is where gohlslib starts the fMP4 timeline (its
+// fmp4StartDTS): an HLS player of Sluice sees every presentation time 10 s
+// after the publisher's.
+const hlsTimelineStart = 10000 // ms
+
 // resolveOffset matches the player's first keyframe with one the publisher
 // sent: by timestamp when the server kept the publisher's timeline (both
 // Sluice, whose timeline starts at 0 as the publisher's does, and
-// nginx-rtmp), else by the newest keyframe of the same size.
-func (p *player) resolveOffset(ts, size uint32) {
+// nginx-rtmp; for HLS, Sluice's timeline moved by gohlslib's start), else
+// by the newest keyframe of the same size (RTMP and FLV only: HLS samples
+// carry the parameter sets, so their sizes differ from the published ones).
+func (p *player) resolveOffset(key, size uint32) {
 	p.offsetState = 2
-	if p.b.sent == nil {
+	if p.sent == nil {
 		return
 	}
-	if f, ok := p.b.sent.lookup(ts); ok && f.key {
-		p.offset, p.offsetState = 0, 1
+	offsets := []uint32{0}
+	if p.byPTS {
+		offsets = append(offsets, 1<<32-hlsTimelineStart) // -10 s: timestamps are modulo 2^32
+	}
+	for _, off := range offsets {
+		if f, ok := p.lookup(key + off); ok && f.key {
+			p.offset, p.offsetState = off, 1
+			return
+		}
+	}
+	if p.byPTS {
 		return
 	}
-	if f, ok := p.b.sent.newestKey(size); ok {
-		p.offset, p.offsetState = f.ts-ts, 1
+	if f, ok := p.sent.newestKey(size); ok {
+		p.offset, p.offsetState = f.ts-key, 1
 	}
 }

@@ -29,6 +29,9 @@ type mediaFile struct {
 	span time.Duration
 	// frameInterval is the median distance between video frames.
 	frameInterval time.Duration
+	// keyInterval is the median distance between keyframes (the GOP), or
+	// span with fewer than two.
+	keyInterval time.Duration
 }
 
 // fileFrame is one coded frame of the file, timestamps rebased to 0.
@@ -127,6 +130,12 @@ func loadFLV(path string) (*mediaFile, error) {
 		return nil, fmt.Errorf("%s: no H.264 sequence header or fewer than 2 video frames", path)
 	}
 	m.frameInterval = medianStep(videoDTS)
+	var keyDTS []time.Duration
+	for _, fr := range m.frames {
+		if fr.video && isIDR(fr.nalus) {
+			keyDTS = append(keyDTS, fr.dts)
+		}
+	}
 	// The loop is as long as the video; audio past its end (encoders often
 	// leave some) is dropped so the next loop's timeline does not overlap
 	// it and video stays continuous across the seam.
@@ -139,6 +148,10 @@ func loadFLV(path string) (*mediaFile, error) {
 		}
 	}
 	m.frames = frames
+	m.keyInterval = m.span
+	if len(keyDTS) >= 2 {
+		m.keyInterval = medianStep(keyDTS)
+	}
 	return m, nil
 }
 
@@ -219,7 +232,8 @@ func (p *publisher) run(ctx context.Context, ready chan<- struct{}) error {
 				}
 			}
 			if fr.video {
-				p.sent.add(sentFrame{ts: uint32(dts / time.Millisecond), size: fr.size, key: isIDR(fr.nalus), at: p.clock.now()})
+				p.sent.add(sentFrame{ts: uint32(dts / time.Millisecond), pts: uint32((dts + fr.cts) / time.Millisecond),
+					size: fr.size, key: isIDR(fr.nalus), at: p.clock.now()})
 				err = w.WriteH264(video, dts+fr.cts, dts, fr.nalus)
 			} else if audio != nil {
 				err = w.WriteMPEG4Audio(audio, dts, fr.data)

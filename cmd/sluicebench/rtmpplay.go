@@ -54,6 +54,7 @@ type rtmpPlayer struct {
 	target   rtmpTarget
 	buf      []byte
 	out      []byte
+	pace     *pacer // nil: read as data arrives
 	streamID uint32
 }
 
@@ -101,7 +102,12 @@ func (r *rtmpPlayer) run(ctx context.Context) error {
 	if _, err := nc.Write(out); err != nil {
 		return err
 	}
-	cr := newChunkReader(nc, r.buf, 64<<10)
+	// Only reads are paced; acknowledgements and pongs go out at once.
+	var rd net.Conn = nc
+	if r.pace != nil {
+		rd = r.pace.wrap(nc)
+	}
+	cr := newChunkReader(rd, r.buf, 64<<10)
 	const (
 		waitConnect = iota
 		waitCreateStream
@@ -158,6 +164,9 @@ func (r *rtmpPlayer) run(ctx context.Context) error {
 				out = appendMessage(out, 8, msgCommandAMF0, r.streamID, 0, play, 128)
 			case playing:
 				_ = nc.SetDeadline(time.Time{})
+				if r.pace != nil {
+					r.pace.start()
+				}
 				r.p.playing.Store(true)
 				out = nil
 			}

@@ -94,18 +94,23 @@ func summarize(ds []time.Duration) quantiles {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// sentLog remembers when the publisher sent each video frame, by its RTMP
-// timestamp, so players can tell how long the server held a frame: the
-// delay is the receipt time minus the send time of the same timestamp.
-// Timestamps increase, so lookups are a binary search over a fixed ring.
+// sentLog remembers when the publisher of one stream sent each video
+// frame, by its RTMP timestamp, so players can tell how long the server
+// held a frame: the delay is the receipt time minus the send time of the
+// same timestamp. Timestamps increase, so lookups are a binary search over
+// a fixed ring.
 type sentLog struct {
 	mu   sync.RWMutex
 	ents []sentFrame
 	n    int // frames appended; the ring holds the last len(ents)
+	// lead is the largest composition offset (pts - ts) seen: a frame with
+	// presentation time pts was sent with a timestamp in [pts-lead, pts].
+	lead uint32
 }
 
 type sentFrame struct {
-	ts   uint32
+	ts   uint32 // decoding timestamp, ms
+	pts  uint32 // presentation timestamp, ms (ts + composition offset)
 	size uint32 // RTMP message body length
 	key  bool
 	at   time.Duration // since the run's clock base
@@ -117,6 +122,9 @@ func (l *sentLog) add(f sentFrame) {
 	l.mu.Lock()
 	l.ents[l.n%len(l.ents)] = f
 	l.n++
+	if d := f.pts - f.ts; int32(d) > 0 && d > l.lead {
+		l.lead = d
+	}
 	l.mu.Unlock()
 }
 
@@ -142,6 +150,36 @@ func (l *sentLog) lookup(ts uint32) (sentFrame, bool) {
 	}
 	if lo < count {
 		if f := l.ents[(first+lo)%len(l.ents)]; f.ts == ts {
+			return f, true
+		}
+	}
+	return sentFrame{}, false
+}
+
+// lookupPTS finds the frame sent with presentation time pts, for players
+// whose protocol keeps presentation times but not the publisher's decoding
+// timestamps (HLS: gohlslib recomputes DTS from PTS). Frames sent with a
+// negative composition offset are not found.
+func (l *sentLog) lookupPTS(pts uint32) (sentFrame, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	first, count := l.window()
+	from := pts - min(l.lead, pts)
+	lo, hi := 0, count
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if l.ents[(first+mid)%len(l.ents)].ts < from {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	for i := lo; i < count; i++ {
+		f := l.ents[(first+i)%len(l.ents)]
+		if f.ts > pts {
+			break
+		}
+		if f.pts == pts {
 			return f, true
 		}
 	}

@@ -79,6 +79,30 @@ func TestSentLogWrapsAndFinds(t *testing.T) {
 	}
 }
 
+// TestSentLogFindsByPresentationTime looks frames up by presentation time
+// in a stream with reordered frames, across the ring's wrap.
+func TestSentLogFindsByPresentationTime(t *testing.T) {
+	l := newSentLog(16)
+	cts := []uint32{40, 120, 0, 0} // I P B B: P is shown after both B frames
+	for i := range 40 {
+		ts := uint32(1000 + i*40)
+		l.add(sentFrame{ts: ts, pts: ts + cts[i%4], at: time.Duration(i)})
+	}
+	for i := 24; i < 40; i++ {
+		ts := uint32(1000 + i*40)
+		f, ok := l.lookupPTS(ts + cts[i%4])
+		if !ok || f.at != time.Duration(i) {
+			t.Fatalf("frame %d: %+v %v", i, f, ok)
+		}
+	}
+	if _, ok := l.lookupPTS(1000 + 20*40 + 40); ok {
+		t.Fatal("found a frame the ring dropped")
+	}
+	if _, ok := l.lookupPTS(1000 + 30*40 + 1); ok {
+		t.Fatal("matched a presentation time that was never sent")
+	}
+}
+
 // TestProcCounters reads this process's own CPU time and RSS and checks
 // them against getrusage(2) and against memory it touches.
 func TestProcCounters(t *testing.T) {
