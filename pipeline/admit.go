@@ -61,6 +61,7 @@ const (
 	ReasonShutdown    = "shutdown"     // the server is stopping
 	ReasonCanceled    = "canceled"     // the client left while waiting
 	ReasonRefused     = "refused"      // the kind refused it (play disabled, ...)
+	ReasonLoop        = "loop"         // the request came back around a relay loop
 	ReasonStopped     = "stopped"      // the stream was stopped by an operator
 	ReasonUnsupported = "unsupported"  // the stream cannot be served in this form
 	ReasonInternal    = "server_error" // an unexpected failure
@@ -131,6 +132,8 @@ func (r *Refusal) HTTPStatus() int {
 		return http.StatusRequestTimeout
 	case ReasonRefused:
 		return http.StatusForbidden
+	case ReasonLoop:
+		return http.StatusLoopDetected
 	}
 	return http.StatusInternalServerError
 }

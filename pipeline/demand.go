@@ -24,6 +24,7 @@ type Demands struct {
 	h        *Hub
 	pipeline string
 	linger   time.Duration
+	check    func(ClientInfo) error // guarded by the hub lock
 
 	mu     sync.Mutex
 	queue  []*Demand
@@ -67,6 +68,16 @@ func (h *Hub) OnDemand(pipeline string, linger time.Duration) (*Demands, error) 
 	}
 	h.demands[pipeline] = d
 	return d, nil
+}
+
+// Check sets a check that every reader of a stream of the pipeline must
+// pass while the stream is not yet playable (the one whose request starts
+// a demand, and every one that joins it): an error refuses that reader
+// with it. An edge refuses requests that came back around a loop this way.
+func (d *Demands) Check(f func(ClientInfo) error) {
+	d.h.mu.Lock()
+	defer d.h.mu.Unlock()
+	d.check = f
 }
 
 // OnDemandFor reports whether the pipeline that owns path has an on-demand

@@ -168,6 +168,15 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 		s = newStream(h, path, opts)
 		h.streams[path] = s
 	}
+	if feed := h.demands[opts.Pipeline]; feed != nil && feed.check != nil && !s.isReady() {
+		if err := feed.check(info); err != nil {
+			if s.readers.Load() == 0 && h.streams[path] == s && s.idle() && s.demand == nil {
+				delete(h.streams, path)
+			}
+			h.mu.Unlock()
+			return nil, err
+		}
+	}
 	s.readers.Add(1)
 	s.readerJoined()
 	var failed <-chan struct{}

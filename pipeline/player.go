@@ -110,8 +110,13 @@ func Play(ctx context.Context, conn net.Conn, r *Reader, o PlayerOptions) string
 		cancel()
 	}()
 
-	pw := &playWriter{conn: conn, r: r, o: o}
+	// A write blocked on a player that stopped reading (or a dead link)
+	// must not hold up the stage's stop until the write timeout: ending
+	// ctx pulls the deadline in.
+	cut := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Now()) })
+	pw := &playWriter{conn: conn, r: r, o: o, stop: ctx}
 	err := pw.run(pctx)
+	cut()
 	n := pw.total + r.DirectWritten()
 	r.CountBytes(r.DirectWritten())
 
@@ -166,6 +171,7 @@ type playWriter struct {
 	// allocation per write.
 	all     net.Buffers
 	refresh time.Time
+	stop    context.Context // the stage's: once it ends, no deadline is pushed back
 }
 
 func (w *playWriter) run(ctx context.Context) error {
@@ -231,6 +237,10 @@ func (w *playWriter) flush() error {
 	if now := time.Now(); now.After(w.refresh) {
 		_ = w.conn.SetWriteDeadline(now.Add(w.o.WriteTimeout))
 		w.refresh = now.Add(w.o.WriteTimeout / 2)
+		if w.stop.Err() != nil {
+			// The stage stopped while the deadline moved: pull it back in.
+			_ = w.conn.SetWriteDeadline(time.Now())
+		}
 	}
 	n, err := w.all.WriteTo(w.conn)
 	w.total += n

@@ -85,9 +85,12 @@ type responseConn struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 
+	// deadline is the write deadline in Unix nanoseconds, 0 for none:
+	// Play's goroutine sets it, and so does the stage stopping (Play's
+	// cut), from another.
+	deadline atomic.Int64
 	// Play's goroutine only.
-	deadline time.Time
-	dirty    bool // written since the last flush
+	dirty bool // written since the last flush
 
 	// The write watchdog runs while a write is in progress and resets the
 	// stream if the deadline passes first. It is not the stream's own
@@ -151,10 +154,11 @@ func (c *responseConn) Write(p []byte) (int, error) {
 // arm starts the watchdog for one write. A write after the deadline
 // fails at once, as on a socket.
 func (c *responseConn) arm() error {
-	if c.deadline.IsZero() {
+	dl := c.deadline.Load()
+	if dl == 0 {
 		return nil
 	}
-	d := time.Until(c.deadline)
+	d := time.Until(time.Unix(0, dl))
 	if d <= 0 {
 		c.expire()
 		return c.timeout(nil)
@@ -166,7 +170,7 @@ func (c *responseConn) arm() error {
 // disarm stops the watchdog after a write and makes err a timeout when
 // the watchdog cut the write.
 func (c *responseConn) disarm(err error) error {
-	if !c.deadline.IsZero() {
+	if c.deadline.Load() != 0 {
 		c.watchdog.Stop()
 	}
 	if err != nil && c.expired.Load() {
@@ -238,7 +242,11 @@ func (c *responseConn) SetReadDeadline(time.Time) error { return nil }
 
 // SetWriteDeadline sets the deadline the watchdog enforces on each write.
 func (c *responseConn) SetWriteDeadline(t time.Time) error {
-	c.deadline = t
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.deadline.Store(ns)
 	return nil
 }
 

@@ -222,6 +222,16 @@ func (p *Publisher) Finish(cause string) {
 	p.sess.finish(cause)
 }
 
+// End is Finish, ending the stream at once instead of holding its readers
+// for publisher_grace: a relay released because nobody reads the stream
+// any more has nobody to hold it for, and a player arriving meanwhile must
+// start a new pull rather than get a stale picture.
+func (p *Publisher) End(cause string) {
+	p.release()
+	p.s.end(cause)
+	p.sess.finish(cause)
+}
+
 // CountBytes adds n received bytes to the session's and the protocol's
 // counts.
 func (p *Publisher) CountBytes(n int64) { p.sess.add(n) }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/sluice-media/sluice/cluster/directory"
+	"github.com/sluice-media/sluice/cluster/edge"
 	"github.com/sluice-media/sluice/cluster/forward"
 	"github.com/sluice-media/sluice/ingest/flvhttp"
 	"github.com/sluice-media/sluice/ingest/mpegtsudp"
@@ -27,5 +28,6 @@ func builtinKinds() *pipeline.Kinds {
 	host.Register(k)
 	directory.Register(k)
 	forward.Register(k)
+	edge.Register(k)
 	return k
 }

@@ -50,9 +50,11 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("default pipeline.hcl: exit %d\n%s", code, errb.String())
 	}
 	examples, _ := filepath.Glob(filepath.Join(root, "examples", "*.hcl"))
-	if len(examples) == 0 {
-		t.Fatal("no examples/*.hcl found")
+	cluster, _ := filepath.Glob(filepath.Join(root, "examples", "cluster", "*.hcl"))
+	if len(examples) == 0 || len(cluster) == 0 {
+		t.Fatal("no examples/*.hcl or examples/cluster/*.hcl found")
 	}
+	examples = append(examples, cluster...)
 	for _, ex := range examples {
 		out.Reset()
 		errb.Reset()

@@ -49,8 +49,7 @@ const (
 // that speaks only HTTP/1.1 fails every request (ErrUpstreamDown). Give
 // such upstreams a pull's own transport (ClientOptions.Transport nil).
 //
-// It is safe for concurrent use. Its owner calls CloseIdleConnections
-// when it stops: each connection has a reader goroutine until it is
+// It is safe for concurrent use. Its owner calls Close when it stops: each connection has a reader goroutine until it is
 // closed, or until it has carried no stream for 90 s.
 type H2CTransport struct {
 	// dialer makes the connections (NewClientConn) with the settings
@@ -198,9 +197,28 @@ func (t *H2CTransport) reserve(req *http.Request) (*http.ClientConn, error) {
 	}
 }
 
-// CloseIdleConnections closes the connections that carry no stream. The
-// owner calls it when it stops; it is also what http.Client's method of the
-// same name calls.
+// Close closes every connection, whatever it carries: the owner calls it
+// once its pulls have ended. (A request cancelled before its answer came
+// may still count as in flight on its connection, which
+// CloseIdleConnections would then keep until the ping timeout.)
+func (t *H2CTransport) Close() {
+	t.mu.Lock()
+	var all []*http.ClientConn
+	for key, h := range t.hosts {
+		all = append(all, h.conns...)
+		h.conns = nil
+		if h.dial == nil {
+			delete(t.hosts, key)
+		}
+	}
+	t.mu.Unlock()
+	for _, cc := range all {
+		cc.Close()
+	}
+}
+
+// CloseIdleConnections closes the connections that carry no stream; it is
+// what http.Client's method of the same name calls.
 func (t *H2CTransport) CloseIdleConnections() {
 	t.mu.Lock()
 	var idle []*http.ClientConn
