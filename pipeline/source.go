@@ -76,3 +76,42 @@ func LogURL(u *url.URL) string {
 // DefaultIdleTimeout is the idle timeout of the protocol clients when
 // their options set none.
 const DefaultIdleTimeout = 10 * time.Second
+
+// PullCause names why a pull ended, for logs and metric labels, from the
+// error a PullFunc returned (see ErrUpstreamDown); delivered reports
+// whether the stream had flowed. The set is bounded:
+//
+//	upstream_ended   the upstream ended the stream cleanly
+//	publish_refused  the local Gate refused the publish (busy, denied)
+//	canceled         the pull's context ended
+//	stream_stopped   the local stream was ended under the pull
+//	not_found        the upstream has no such stream
+//	refused          the upstream turned the client away
+//	timeout          the upstream was silent past the idle timeout
+//	connection_lost  the connection failed after the stream flowed
+//	connect_error    the upstream could not be reached
+//	protocol_error   the stream did not parse
+func PullCause(err error, delivered bool) string {
+	var ref *Refusal
+	switch {
+	case err == nil:
+		return "upstream_ended"
+	case errors.As(err, &ref):
+		return "publish_refused"
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	case errors.Is(err, ErrStreamEnded):
+		return "stream_stopped"
+	case errors.Is(err, ErrStreamNotFound):
+		return "not_found"
+	case errors.Is(err, ErrUpstreamRefused):
+		return "refused"
+	case errors.Is(err, ErrUpstreamIdle):
+		return "timeout"
+	case errors.Is(err, ErrUpstreamDown) && delivered:
+		return "connection_lost"
+	case errors.Is(err, ErrUpstreamDown):
+		return "connect_error"
+	}
+	return "protocol_error"
+}

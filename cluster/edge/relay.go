@@ -469,29 +469,5 @@ func sortRelays(list []RelayInfo) {
 	sort.Slice(list, func(i, j int) bool { return list[i].Stream < list[j].Stream })
 }
 
-// causeOf names why a pull ended, for logs and the cause labels: a
-// bounded set.
-func causeOf(err error, delivered bool) string {
-	var ref *pipeline.Refusal
-	switch {
-	case err == nil:
-		return "upstream_ended"
-	case errors.As(err, &ref):
-		return "publish_refused"
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return "canceled"
-	case errors.Is(err, pipeline.ErrStreamEnded):
-		return "stream_stopped"
-	case errors.Is(err, pipeline.ErrStreamNotFound):
-		return "not_found"
-	case errors.Is(err, pipeline.ErrUpstreamRefused):
-		return "refused"
-	case errors.Is(err, pipeline.ErrUpstreamIdle):
-		return "timeout"
-	case errors.Is(err, pipeline.ErrUpstreamDown) && delivered:
-		return "connection_lost"
-	case errors.Is(err, pipeline.ErrUpstreamDown):
-		return "connect_error"
-	}
-	return "protocol_error"
-}
+// causeOf names why a pull ended, for logs and the cause labels.
+func causeOf(err error, delivered bool) string { return pipeline.PullCause(err, delivered) }

@@ -7,7 +7,6 @@ package pull
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -248,29 +247,10 @@ func (p *Pull) session(ctx context.Context) (time.Duration, string, error) {
 // causeOf names why an attempt ended, for the log, sluice_pull_closed_total
 // and the publish session's close.
 func causeOf(ctx context.Context, err error, delivered bool) string {
-	var ref *pipeline.Refusal
-	switch {
-	case ctx.Err() != nil:
+	if ctx.Err() != nil {
 		return "shutdown"
-	case err == nil:
-		return "upstream_ended"
-	case errors.As(err, &ref):
-		return "publish_refused" // the local Gate said no: busy, denied
-	case errors.Is(err, pipeline.ErrStreamEnded):
-		return "stream_stopped" // the local stream was ended under the pull
-	case errors.Is(err, pipeline.ErrStreamNotFound):
-		return "not_found"
-	case errors.Is(err, pipeline.ErrUpstreamRefused):
-		return "refused"
-	case errors.Is(err, pipeline.ErrUpstreamIdle):
-		return "timeout"
-	case errors.Is(err, pipeline.ErrUpstreamDown) && delivered:
-		return "connection_lost"
-	case errors.Is(err, pipeline.ErrUpstreamDown):
-		return "connect_error"
 	}
-	return "protocol_error" // a stream that does not parse
-
+	return pipeline.PullCause(err, delivered)
 }
 
 // sink is the publisher of one session, counting what it is given for the
