@@ -173,7 +173,7 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		g.stages = append(g.stages, namedStage{addr: "server.http", stage: newHTTPStage(f.Server.HTTP, rt.HTTP, rt.Metrics, log.With("stage", "server.http"), g.shutdownTimeout())})
 	}
 	if f.Server.API != "" {
-		g.stages = append(g.stages, namedStage{addr: "server.api", stage: &apiStage{addr: f.Server.API, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout()}})
+		g.stages = append(g.stages, namedStage{addr: "server.api", stage: &apiStage{addr: f.Server.API, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout(), detailers: g.detailers}})
 	}
 	return g, diags
 }

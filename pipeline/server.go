@@ -151,6 +151,9 @@ type apiStage struct {
 	log     *slog.Logger
 	ln      net.Listener
 	timeout time.Duration
+	// detailers returns the stages whose StreamDetailer answers join
+	// /api/v1/streams; nil for none.
+	detailers func() []StreamDetailer
 }
 
 func (s *apiStage) Bind() error {
@@ -169,8 +172,18 @@ func (s *apiStage) Run(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
+		var ds []StreamDetailer
+		if s.detailers != nil {
+			ds = s.detailers()
+		}
+		streams, err := streamsWithDetails(s.hub.Streams(), ds)
+		if err != nil {
+			s.log.Warn("streams API: cannot encode stream details", "err", err)
+			http.Error(w, "cannot encode stream details", http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"streams": s.hub.Streams()})
+		_ = json.NewEncoder(w).Encode(map[string]any{"streams": streams})
 	})
 	mux.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -130,7 +130,9 @@
 //
 // Edge.Relays lists the relayed streams (upstream in use and its index,
 // state, switches, the last switch's cause and gap) and Edge.Upstreams
-// the upstreams' health. Metrics: sluice_edge_pulls{pipeline},
+// the upstreams' health; the edge is a pipeline.StreamDetailer, so GET
+// /api/v1/streams shows each relayed stream's RelayDetails under
+// "relay". Metrics: sluice_edge_pulls{pipeline},
 // sluice_edge_switches_total{pipeline,cause},
 // sluice_edge_pulls_failed_total{pipeline,cause},
 // sluice_edge_upstream_up{upstream},

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-media/sluice/pipeline"
@@ -20,6 +21,9 @@ type sink struct {
 	fresh     bool // no unit of this session has gone out yet
 	lastWrite time.Time
 	units     uint64
+	// received counts the bytes of every session of the relay, for the
+	// streams API; read from any goroutine.
+	received atomic.Int64
 }
 
 // session prepares the sink for a new upstream session.
@@ -56,8 +60,11 @@ func (s *sink) Expect(video, audio bool) { s.pub.Expect(video, audio) }
 
 // CountBytes counts received bytes for the upstream and for the Gate.
 func (s *sink) CountBytes(n int64) {
-	if n > 0 && s.bytes != nil {
-		s.bytes.Add(uint64(n))
+	if n > 0 {
+		s.received.Add(n)
+		if s.bytes != nil {
+			s.bytes.Add(uint64(n))
+		}
 	}
 	s.pub.CountBytes(n)
 }
