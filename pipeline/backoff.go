@@ -38,6 +38,10 @@ func (b *Backoff) Next(lasted time.Duration) time.Duration {
 	return d
 }
 
+// Reset makes the next wait Min again, for a client that knows its
+// connection is good by other means than how long it lasted.
+func (b *Backoff) Reset() { b.next = 0 }
+
 // Sleep waits d, and returns false at once if ctx ends or done (which may
 // be nil) is closed first.
 func Sleep(ctx context.Context, d time.Duration, done <-chan struct{}) bool {

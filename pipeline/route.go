@@ -71,10 +71,19 @@ func ValidPath(p string) error {
 // client that went away: context.Cause(r.Context()) tells them apart.
 var ErrStageStopped = errors.New("stage stopped")
 
-// Stopped reports whether ctx ended because its stage stopped.
+// Stopped reports whether ctx ended because its stage stopped. A request's
+// context may also be ended by net/http first (a shutdown closes its
+// connections), so the stage's own context, kept on the request, decides.
 func Stopped(ctx context.Context) bool {
-	return errors.Is(context.Cause(ctx), ErrStageStopped)
+	if errors.Is(context.Cause(ctx), ErrStageStopped) {
+		return true
+	}
+	sctx, _ := ctx.Value(stageKey{}).(context.Context)
+	return ctx.Err() != nil && sctx != nil && sctx.Err() != nil
 }
+
+// stageKey keys the stage's context on its requests' contexts.
+type stageKey struct{}
 
 // Router is the shared HTTP listener's handler. It belongs to the process,
 // not to a build: each stage registers its routes in its own Routes, which
@@ -236,7 +245,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				continue
 			}
 			defer rs.active.Done()
-			ctx, cancel := context.WithCancelCause(r.Context())
+			ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), stageKey{}, sctx))
 			defer cancel(nil)
 			stop := context.AfterFunc(sctx, func() { cancel(ErrStageStopped) })
 			defer stop()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"sync"
@@ -188,7 +187,7 @@ func (e *Etcd) Run(ctx context.Context) error {
 func (e *Etcd) register(ctx context.Context) {
 	var out outage
 	var prev clientv3.LeaseID
-	backoff := retryMin
+	backoff := pipeline.Backoff{Min: retryMin, Max: retryMax}
 	for ctx.Err() == nil {
 		lease, err := e.session(ctx, &out, prev)
 		if ctx.Err() != nil {
@@ -196,17 +195,16 @@ func (e *Etcd) register(ctx context.Context) {
 		}
 		if lease != 0 {
 			prev = lease
-			backoff = retryMin
+			backoff.Reset()
 		}
 		if errors.Is(err, errLeaseLost) {
 			e.log.Warn("directory: lease lost; re-registering", "err", err)
 		} else {
 			out.failed(e.log, e.cfg.Endpoints, err)
 		}
-		if !sleep(ctx, jitter(backoff)) {
+		if !pipeline.Sleep(ctx, backoff.Next(0), nil) {
 			return
 		}
-		backoff = min(backoff*2, retryMax)
 	}
 }
 
@@ -246,7 +244,7 @@ func (e *Etcd) session(ctx context.Context, out *outage, prev clientv3.LeaseID) 
 	retry := time.NewTimer(0)
 	retry.Stop()
 	defer retry.Stop()
-	backoff := retryMin
+	backoff := pipeline.Backoff{Min: retryMin, Max: retryMax}
 	for {
 		if err := e.reconcile(ctx, st); err != nil {
 			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -254,12 +252,11 @@ func (e *Etcd) session(ctx context.Context, out *outage, prev clientv3.LeaseID) 
 			}
 			if ctx.Err() == nil {
 				out.failed(e.log, e.cfg.Endpoints, err)
-				retry.Reset(jitter(backoff))
-				backoff = min(backoff*2, retryMax)
+				retry.Reset(backoff.Next(0))
 			}
 		} else {
 			out.recovered(e.log)
-			backoff = retryMin
+			backoff.Reset()
 			if st.prev != 0 {
 				e.revokeLease(ctx, st.prev, "the lease before")
 				st.prev = 0
@@ -459,27 +456,6 @@ func (o *outage) recovered(log *slog.Logger) {
 	}
 	log.Info("directory: etcd reachable again", "down_for", time.Since(o.since).Round(time.Millisecond))
 	*o = outage{}
-}
-
-// jitter shortens d by up to a quarter, so that the nodes of a cluster
-// whose etcd came back do not all return in step.
-func jitter(d time.Duration) time.Duration {
-	if q := d / 4; q > 0 {
-		return d - rand.N(q)
-	}
-	return d
-}
-
-// sleep waits d, or until ctx ends; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 var (

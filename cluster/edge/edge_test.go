@@ -172,10 +172,10 @@ func TestUpstreamChoice(t *testing.T) {
     health_interval = "200ms"
 `, dead, b.rtmp), "")
 		st := e.edgeStage(t)
-		sluicetest.Eventually(t, 10*time.Second, func() bool { return st.Upstreams()[0].State == "down" }, "the dead primary was never found down")
-		if up := st.Upstreams()[1].State; up != "up" {
-			t.Fatalf("the secondary is %s, want up", up)
-		}
+		sluicetest.Eventually(t, 10*time.Second, func() bool {
+			u := st.Upstreams()
+			return u[0].State == "down" && u[1].State == "up"
+		}, "the health checks never found the primary down and the secondary up: %+v", st.Upstreams())
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		p := play(t, ctx, "rtmp://"+e.rtmp+"/live/x")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"slices"
 	"sort"
@@ -186,10 +185,11 @@ func (e *Edge) routeAllowed(ru *url.URL) (string, bool) {
 // after failing the demand or finishing the publisher's session itself).
 func (r *relay) run(ctx context.Context) string {
 	e := r.e
-	backoff := e.s.retryMin
-	var lastLoss time.Time  // when the stream last stopped flowing
-	var lastQuick time.Time // when the relay last failed over at once
-	var last *upstream      // the upstream that last dropped the stream
+	backoff := pipeline.Backoff{Min: e.s.retryMin, Max: e.s.retryMax, Good: steadySession}
+	var lasted time.Duration // how long the last session that flowed lasted
+	var lastLoss time.Time   // when the stream last stopped flowing
+	var lastQuick time.Time  // when the relay last failed over at once
+	var last *upstream       // the upstream that last dropped the stream
 	for {
 		cands, lastErr := r.candidates(ctx, last)
 		// down is the first failure other than "not found": the stream
@@ -218,10 +218,7 @@ func (r *relay) run(ctx context.Context) string {
 		}
 		switch {
 		case flowed != nil:
-			last, lastLoss = flowed.u, time.Now()
-			if flowed.lasted >= steadySession {
-				backoff = e.s.retryMin
-			}
+			last, lastLoss, lasted = flowed.u, time.Now(), flowed.lasted
 			if lastLoss.Sub(lastQuick) >= steadySession {
 				// Players are waiting: fail over at once.
 				lastQuick = lastLoss
@@ -247,29 +244,16 @@ func (r *relay) run(ctx context.Context) string {
 			r.pub = nil
 			return "upstream_lost"
 		}
-		wait := jitter(backoff)
+		wait := backoff.Next(lasted)
+		lasted = 0
 		if flowed == nil {
 			r.log.Warn("every upstream failed; players held, retrying", "retry_in", wait.Round(time.Millisecond), "err", lastErr)
 		}
 		r.setState(stateRetrying, nil)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !pipeline.Sleep(ctx, wait, nil) {
 			return ""
-		case <-t.C:
 		}
-		backoff = min(backoff*2, e.s.retryMax)
 	}
-}
-
-// jitter shortens d by a random part of up to a quarter, so that the
-// relays of many edges that lost one upstream do not come back in step.
-func jitter(d time.Duration) time.Duration {
-	if q := d / 4; q > 0 {
-		return d - rand.N(q)
-	}
-	return d
 }
 
 // candidates returns the upstreams to try, in order: the client's route
