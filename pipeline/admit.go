@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -45,6 +46,13 @@ type Refusal struct {
 	Reason string
 	// Redirect is where an authorizer sent the client, for ReasonRedirected.
 	Redirect string
+	// RedirectBase, for ReasonRedirected when Redirect is "", maps a
+	// protocol family ("rtmp", "http") to the base URL of the server the
+	// client should ask instead ("rtmp://host:port", "http://host:port"):
+	// each protocol appends the client's own path and query, so that one
+	// refusal sends every waiting player, whatever its protocol, to the
+	// same stream elsewhere (a cluster edge redirecting to the owner).
+	RedirectBase map[string]string
 	// Err is the cause, for logs and errors.Is.
 	Err error
 }
@@ -139,15 +147,25 @@ func (r *Refusal) HTTPStatus() int {
 }
 
 // WriteHTTP answers an HTTP request that was refused: a 302 to the
-// redirect, or the refusal's status with its reason as the body. Refusals
-// close the connection, since a publisher's unread body may follow.
+// redirect (Redirect, or RedirectBase["http"] followed by the request's
+// path and query), or the refusal's status with its reason as the body. A
+// redirect with nowhere for HTTP to go is a 502: the client cannot follow
+// it. Refusals close the connection, since a publisher's unread body may
+// follow.
 func (r *Refusal) WriteHTTP(w http.ResponseWriter, req *http.Request) {
 	w.Header().Set("Connection", "close")
-	if r.Reason == ReasonRedirected && r.Redirect != "" {
-		http.Redirect(w, req, r.Redirect, http.StatusFound)
-		return
-	}
 	status := r.HTTPStatus()
+	if r.Reason == ReasonRedirected {
+		to := r.Redirect
+		if to == "" && r.RedirectBase["http"] != "" {
+			to = strings.TrimSuffix(r.RedirectBase["http"], "/") + req.URL.RequestURI()
+		}
+		if to != "" {
+			http.Redirect(w, req, to, http.StatusFound)
+			return
+		}
+		status = http.StatusBadGateway
+	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

@@ -125,7 +125,10 @@ func Play(ctx context.Context, conn net.Conn, r *Reader, o PlayerOptions) string
 	switch {
 	case errors.Is(err, ErrReaderTooSlow):
 		cause = CauseTooSlow
-	case ctx.Err() != nil:
+	case ctx.Err() != nil, stageDone(ctx):
+		// The stage stopping also ends the streams (the hub closes), and
+		// its cancellation may reach ctx a moment after that: the stage's
+		// own context, kept on HTTP requests, decides.
 		cause = CauseShutdown
 	case errors.Is(err, ErrStreamEnded):
 		cause = CauseStreamEnded

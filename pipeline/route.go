@@ -78,8 +78,14 @@ func Stopped(ctx context.Context) bool {
 	if errors.Is(context.Cause(ctx), ErrStageStopped) {
 		return true
 	}
+	return ctx.Err() != nil && stageDone(ctx)
+}
+
+// stageDone reports whether the stage whose context ctx carries (an HTTP
+// request's) has stopped.
+func stageDone(ctx context.Context) bool {
 	sctx, _ := ctx.Value(stageKey{}).(context.Context)
-	return ctx.Err() != nil && sctx != nil && sctx.Err() != nil
+	return sctx != nil && sctx.Err() != nil
 }
 
 // stageKey keys the stage's context on its requests' contexts.

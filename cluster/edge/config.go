@@ -41,6 +41,10 @@ type Config struct {
 	Routes []string `hcl:"routes,optional"`
 	// Directory names a top-level directory block to ask first.
 	Directory string `hcl:"directory,optional"`
+	// Redirect sends the players of a stream the directory places on
+	// another node to that owner (an RTMP redirect status, an HTTP 302)
+	// instead of pulling it; it needs Directory.
+	Redirect bool `hcl:"redirect,optional"`
 	// HTTP2 carries the pulls from http:// upstreams over cleartext
 	// HTTP/2, one connection per origin; false gives each pull an
 	// HTTP/1.1 connection of its own, for upstreams that speak only that.
@@ -84,6 +88,7 @@ type settings struct {
 	forward              bool
 	routes               map[string]bool // allowed host:port and host
 	directory            string
+	redirect             bool
 	http2                bool
 }
 
@@ -104,7 +109,7 @@ func (c *Config) Defaults() {
 // Validate checks and converts the attributes; a *config.FieldError
 // names the attribute at fault.
 func (c *Config) Validate() error {
-	s := settings{directory: c.Directory, http2: c.HTTP2}
+	s := settings{directory: c.Directory, redirect: c.Redirect, http2: c.HTTP2}
 	seen := map[string]bool{}
 	for i, raw := range c.Upstreams {
 		u, err := parseUpstream(raw)
@@ -183,6 +188,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Directory != "" && !validAddress(c.Directory) {
 		return &config.FieldError{Attr: "directory", Err: fmt.Errorf("%q is not the name of a directory block", c.Directory)}
+	}
+	if c.Redirect && c.Directory == "" {
+		return &config.FieldError{Attr: "redirect", Err: errors.New(`redirect sends players to the node a directory names; set directory = "NAME" too, or remove redirect`)}
 	}
 	c.s = s
 	return nil

@@ -91,6 +91,24 @@
 // how the origins of an origin cluster pull from each other the streams
 // published elsewhere.
 //
+// With redirect = true (it needs directory), the edge sends players to the
+// owner instead of pulling: a demanded stream that the directory places
+// on another node fails at once with a redirect (pipeline.Refusal with
+// RedirectBase), and every player waiting for it is sent there with its
+// own path and query, so a token survives. An RTMP player gets the RTMP
+// redirect status (an error onStatus whose "ex" object carries code 302
+// and rtmp://owner/app/name?query), an HTTP-FLV player an HTTP 302 to the
+// owner's HTTP base followed by the request's path and query. HLS
+// playlist requests are not redirected: a demand that an HLS request
+// starts is pulled as without redirect (a playlist's segments cannot
+// follow a redirect one by one). Nothing is redirected when the owner has
+// no address for the first player's protocol, when no node holds the
+// stream (the upstreams are tried, or the players get "stream not
+// found", as without redirect), or when the owner is this node or one the
+// request came through (the loop rules above). A player of another
+// protocol that joins a redirected demand and cannot follow it gets an
+// error (HTTP 502, RTMP NetStream.Play.Failed).
+//
 // # Explicit routes
 //
 // routes lists the upstream hosts ("host" or "host:port") a client may
@@ -117,6 +135,7 @@
 //	    publish         = "forward"  # or "local"; default: forward when an rtmp:// upstream exists
 //	    routes          = []         # hosts a client may name (explicit routing); empty = off
 //	    directory       = ""         # a top-level directory block to ask first
+//	    redirect        = false      # send players to the directory's owner instead of pulling
 //	    http2           = true       # HTTP-FLV pulls share one h2c connection per origin;
 //	                                 # false for upstreams that speak only HTTP/1.1
 //	  }
@@ -138,8 +157,10 @@
 // sluice_edge_upstream_up{upstream},
 // sluice_edge_upstream_health_changes_total{upstream,state},
 // sluice_edge_received_bytes_total{upstream},
-// sluice_edge_loops_refused_total and sluice_edge_routes_refused_total.
+// sluice_edge_loops_refused_total, sluice_edge_routes_refused_total and
+// sluice_edge_redirects_total{pipeline}.
 // Log lines: "edge pull started", "upstream switched" (from, to, cause,
-// gap_ms), "edge pull released", "edge pull failed", "loop refused",
+// gap_ms), "edge pull released", "edge pull failed", "edge redirected"
+// (owner, to, proto), "loop refused",
 // "upstream down" and "upstream up".
 package edge

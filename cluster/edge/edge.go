@@ -60,6 +60,7 @@ type metrics struct {
 	received      *pipeline.CounterVec
 	loops         *pipeline.Counter
 	routesRefused *pipeline.Counter
+	redirects     *pipeline.CounterVec
 }
 
 // New builds the stage of an edge block: it checks that the block is in
@@ -87,6 +88,7 @@ func New(c *Config, env pipeline.Env) (*Edge, error) {
 			received:      m.Counter("sluice_edge_received_bytes_total", "Bytes edges received from their upstreams, by upstream (host:port; \"directory\" for owners a directory named).", "upstream"),
 			loops:         m.Counter("sluice_edge_loops_refused_total", "Demands an edge refused because its request had crossed this node already or too many edges.").With(),
 			routesRefused: m.Counter("sluice_edge_routes_refused_total", "Requests that named an upstream (explicit routing) outside the edge's routes.").With(),
+			redirects:     m.Counter("sluice_edge_redirects_total", "Demanded streams whose players were redirected to the owner the directory named instead of pulled (redirect = true), by pipeline.", "pipeline"),
 		},
 	}
 	if e.node == "" {
@@ -158,7 +160,7 @@ func (e *Edge) Run(ctx context.Context) error {
 		wg.Go(func() { e.forward(ctx) })
 	}
 	e.log.Info("edge serving", "pipeline", e.pipeline, "upstreams", len(e.ups), "balance", balanceName(e.s.hash),
-		"directory", e.s.directory, "publish_forward", e.s.forward)
+		"directory", e.s.directory, "redirect", e.s.redirect, "publish_forward", e.s.forward)
 	for {
 		dm, err := feed.Next(ctx)
 		if err != nil {

@@ -44,6 +44,9 @@ type relay struct {
 	via   []string // the chain the demand's request crossed
 	query string   // the query sent upstream
 	route *upstream
+	// pre is the directory's answer redirect already had, which the
+	// first candidates uses rather than asking again.
+	pre *lookupResult
 
 	pub  *pipeline.Publisher
 	sink sink
@@ -70,6 +73,9 @@ func (e *Edge) serve(ctx context.Context, dm *pipeline.Demand) {
 	r.sink.first = r.resumed
 	if err := r.admit(); err != nil {
 		dm.Fail(err)
+		return
+	}
+	if r.redirect(ctx) {
 		return
 	}
 	e.add(r)
@@ -267,15 +273,27 @@ func (r *relay) candidates(ctx context.Context, last *upstream) ([]*upstream, er
 	e := r.e
 	var out []*upstream
 	var err error
-	if e.dir != nil {
-		out, err = r.lookup(ctx)
+	switch {
+	case r.pre != nil:
+		out, err = r.pre.ups, r.pre.err
+		r.pre = nil
+	case e.dir != nil:
+		_, out, err = r.lookup(ctx)
 	}
 	return append(out, order(e.ups, r.path, e.s.hash, last)...), err
 }
 
+// lookupResult is one answer of the directory, as lookup returns it.
+type lookupResult struct {
+	ups []*upstream
+	err error
+}
+
 // lookup asks the directory for the stream's owner, within the idle
-// timeout.
-func (r *relay) lookup(ctx context.Context) ([]*upstream, error) {
+// timeout, and returns it with its base URLs as upstreams; none when no
+// node holds the stream, the directory cannot answer, or the owner is in
+// the request's chain.
+func (r *relay) lookup(ctx context.Context) (Owner, []*upstream, error) {
 	e := r.e
 	lctx, cancel := context.WithTimeout(ctx, e.s.idle)
 	o, err := e.dir.Lookup(lctx, r.path)
@@ -283,22 +301,78 @@ func (r *relay) lookup(ctx context.Context) ([]*upstream, error) {
 	switch {
 	case errors.Is(err, pipeline.ErrStreamNotFound):
 		r.log.Debug("directory: no node holds the stream")
-		return nil, fmt.Errorf("directory %s: %w", e.s.directory, err)
+		return o, nil, fmt.Errorf("directory %s: %w", e.s.directory, err)
 	case err != nil:
 		r.log.Warn("directory lookup failed; trying the upstreams", "directory", e.s.directory, "err", err)
-		return nil, fmt.Errorf("directory %s: %w", e.s.directory, err)
+		return o, nil, fmt.Errorf("directory %s: %w", e.s.directory, err)
 	case o.Node == e.node || slices.Contains(r.via, o.Node):
 		// This node, or one the request came through: pulling from it
 		// would be a loop.
 		r.log.Debug("directory names a node of the request's chain; not pulling from it", "owner", o.Node)
-		return nil, nil
+		return o, nil, nil
 	}
 	ups, err := ownerUpstreams(o)
 	if err != nil {
 		r.log.Warn("directory answer unusable", "err", err)
-		return nil, err
+		return o, nil, err
 	}
-	return ups, nil
+	return o, ups, nil
+}
+
+// redirectFamily maps the protocol of a demand's first player to the key
+// of pipeline.Refusal.RedirectBase its redirect needs; "" for protocols
+// that are not redirected (HLS: a playlist's segments would have to follow
+// it one by one, so HLS is always pulled).
+func redirectFamily(proto string) string {
+	switch proto {
+	case "rtmp":
+		return "rtmp"
+	case "http-flv":
+		return "http"
+	}
+	return ""
+}
+
+// redirect, with redirect = true, asks the directory for the stream's
+// owner and, when it is another node that the first player's protocol can
+// reach, fails the demand with a redirect to it: every player waiting
+// for the stream is sent there, and nothing is pulled. It reports
+// whether it did; otherwise the relay pulls as usual, starting from the
+// directory's answer it got.
+func (r *relay) redirect(ctx context.Context) bool {
+	e := r.e
+	family := redirectFamily(r.dm.Client.Proto)
+	if !e.s.redirect || e.dir == nil || r.route != nil || family == "" {
+		return false
+	}
+	o, ups, err := r.lookup(ctx)
+	r.pre = &lookupResult{ups: ups, err: err}
+	bases := map[string]string{}
+	for _, u := range ups {
+		switch u.base.Scheme {
+		case "rtmp", "rtmps":
+			bases["rtmp"] = u.base.String()
+		case "http", "https":
+			bases["http"] = u.base.String()
+		}
+	}
+	if bases[family] == "" {
+		// No owner elsewhere (not found, a loop, an unusable answer) or
+		// none this player could reach: pull, or fail, as without
+		// redirect.
+		if len(ups) > 0 {
+			r.log.Debug("directory owner has no address for the player's protocol; pulling", "owner", o.Node, "proto", r.dm.Client.Proto)
+		}
+		return false
+	}
+	e.m.redirects.With(e.pipeline).Inc()
+	r.log.Info("edge redirected", "owner", o.Node, "to", bases[family], "proto", r.dm.Client.Proto)
+	r.dm.Fail(&pipeline.Refusal{
+		Reason:       pipeline.ReasonRedirected,
+		RedirectBase: bases,
+		Err:          fmt.Errorf("%s is held by node %s: redirected to %s", r.path, o.Node, bases[family]),
+	})
+	return true
 }
 
 // attempt is the outcome of one pull from one upstream.

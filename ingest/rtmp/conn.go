@@ -117,11 +117,25 @@ func (c *conn) redirect(sc *gortmplib.ServerConn, path, to string) {
 }
 
 // refuse answers a refused publish or play with an error status, so that
-// the client reports why (or, for a redirect, where to go).
-func (c *conn) refuse(sc *gortmplib.ServerConn, path string, r *pipeline.Refusal) {
+// the client reports why (or, for a redirect, where to go: the refusal's
+// Redirect, or its RTMP base followed by the request's path and query, so
+// that a token survives the redirect).
+func (c *conn) refuse(sc *gortmplib.ServerConn, req pipeline.Request, r *pipeline.Refusal) {
+	path := req.Path
 	if r.Reason == pipeline.ReasonRedirected {
-		c.redirect(sc, path, r.Redirect)
-		return
+		to := r.Redirect
+		if base := r.RedirectBase["rtmp"]; to == "" && base != "" {
+			to = strings.TrimSuffix(base, "/") + "/" + path
+			if req.Client.Query != "" {
+				to += "?" + req.Client.Query
+			}
+		}
+		if to != "" {
+			c.redirect(sc, path, to)
+			return
+		}
+		// Sent elsewhere, but with no RTMP address to go to: the client
+		// can only be told it failed.
 	}
 	c.log.Warn("request refused", "publish", sc.Publish, "reason", r.Reason, "err", r.Err)
 	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
@@ -190,7 +204,7 @@ func causeOf(ctx context.Context, err error) string {
 func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, req pipeline.Request) {
 	pub, err := c.s.env.Gate.Publish(ctx, req)
 	if err != nil {
-		c.refuse(sc, req.Path, pipeline.RefusalOf(err))
+		c.refuse(sc, req, pipeline.RefusalOf(err))
 		return
 	}
 	var cause string
@@ -242,7 +256,7 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, req pipeli
 // the server stops.
 func (c *conn) play(ctx context.Context, sc *gortmplib.ServerConn, req pipeline.Request) {
 	if !c.s.playAllowed() {
-		c.refuse(sc, req.Path, pipeline.Refuse(pipeline.ReasonRefused, errors.New("RTMP play is disabled on this server")))
+		c.refuse(sc, req, pipeline.Refuse(pipeline.ReasonRefused, errors.New("RTMP play is disabled on this server")))
 		return
 	}
 	// Play waits for a missing publisher; the client is told nothing until
@@ -250,7 +264,7 @@ func (c *conn) play(ctx context.Context, sc *gortmplib.ServerConn, req pipeline.
 	_ = c.nc.SetDeadline(time.Time{})
 	r, err := c.s.env.Gate.Play(ctx, req)
 	if err != nil {
-		c.refuse(sc, req.Path, pipeline.RefusalOf(err))
+		c.refuse(sc, req, pipeline.RefusalOf(err))
 		return
 	}
 	defer r.Close()
