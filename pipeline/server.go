@@ -129,7 +129,11 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Log
 		return err
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	// Shutdown gets three quarters of the stop's time, so that the cut
+	// below happens within server.shutdown_timeout: net/http counts a
+	// connection that has not sent its first request yet as busy for 5 s,
+	// and a browser or an HTTP client often holds such a spare one.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout-timeout/4)
 	defer cancel()
 	if srv.Shutdown(sctx) != nil {
 		// The timeout passed with requests still running: cut them, as
