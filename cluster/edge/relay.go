@@ -240,7 +240,14 @@ func (r *relay) run(ctx context.Context) string {
 			cause := causeOf(lastErr, false)
 			e.m.failed.With(e.pipeline, cause).Inc()
 			r.log.Warn("edge pull failed: no upstream delivered the stream", "tried", len(cands), "cause", cause, "err", lastErr)
-			r.dm.Fail(lastErr)
+			if errors.Is(lastErr, pipeline.ErrUpstreamRefused) {
+				// The upstream turned the player's request away (its
+				// token, passed through): the players are told they are
+				// denied, not that the stream is missing.
+				r.dm.Fail(pipeline.Refuse(pipeline.ReasonDenied, lastErr))
+			} else {
+				r.dm.Fail(lastErr)
+			}
 			return "failed"
 		case time.Since(lastLoss) >= e.outage:
 			r.log.Warn("edge pull given up: no upstream delivered the stream for the outage limit; ending it",

@@ -154,6 +154,11 @@ func statusCode(reason string, publish bool) string {
 		return "NetStream.Publish.Rejected"
 	case reason == pipeline.ReasonNotFound, reason == pipeline.ReasonNoPipeline, reason == pipeline.ReasonBadPath:
 		return "NetStream.Play.StreamNotFound"
+	case reason == pipeline.ReasonDenied:
+		// Not a standard code, but an error status all the same for a
+		// player; a relay (another Sluice's edge) reads "Unauthorized" as
+		// a refusal rather than a missing stream, and tells its players so.
+		return "NetStream.Play.Unauthorized"
 	}
 	return "NetStream.Play.Failed"
 }
