@@ -228,18 +228,24 @@ func TestHTTP2OneConnection(t *testing.T) {
 		want  uint64
 	}{{"true", 1}, {"false", 2}} {
 		t.Run("http2="+tc.http2, func(t *testing.T) {
-			e := edgeServer(t, "e-"+tc.http2, fmt.Sprintf(`
-    upstreams = ["http://%s"]
-    http2     = %s
-`, o.http, tc.http2), "")
+			// The health check is a TCP dial too: one at start, then
+			// none for the test's length.
 			before := conns()
+			e := edgeServer(t, "e-"+tc.http2, fmt.Sprintf(`
+    upstreams       = ["http://%s"]
+    http2           = %s
+    health_interval = "1h"
+`, o.http, tc.http2), "")
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			for _, path := range []string{"live/a", "live/b"} {
 				play(t, ctx, "rtmp://"+e.rtmp+"/"+path).waitFirst(t, 20*time.Second)
 			}
-			if got := conns() - before; got != tc.want {
-				t.Errorf("the origin accepted %d connections for the edge's two pulls, want %d", got, tc.want)
+			want := tc.want + 1 // the first health check
+			sluicetest.Eventually(t, 5*time.Second, func() bool { return conns()-before >= want },
+				"the origin accepted %d connections, want %d", conns()-before, want)
+			if got := conns() - before; got != want {
+				t.Errorf("the origin accepted %d connections for the edge's two pulls and its health check, want %d", got, want)
 			}
 		})
 	}
