@@ -1,7 +1,6 @@
 package edge_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -23,8 +22,8 @@ import (
 	"github.com/sluice-media/sluice/outputs/hls"
 	"github.com/sluice-media/sluice/outputs/httpflv"
 	"github.com/sluice-media/sluice/pipeline"
-	"github.com/sluice-media/sluice/pipeline/media/flv"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
+	"github.com/sluice-media/sluice/pipeline/sluicetest/flvget"
 )
 
 func kinds() *pipeline.Kinds {
@@ -149,19 +148,7 @@ func playSessions(srv server, proto string) uint64 {
 }
 
 // logLines returns the log lines that contain every part.
-func logLines(logs string, parts ...string) []string {
-	var out []string
-	for _, l := range strings.Split(logs, "\n") {
-		ok := l != ""
-		for _, p := range parts {
-			ok = ok && strings.Contains(l, p)
-		}
-		if ok {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+func logLines(logs string, parts ...string) []string { return sluicetest.LogLines(logs, parts...) }
 
 // frame is one media frame a player received.
 type frame struct {
@@ -252,54 +239,10 @@ func (p *player) readRTMP(ctx context.Context) error {
 }
 
 func (p *player) readFLV(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	r := flv.NewReader(bufio.NewReader(resp.Body), 4<<20)
-	if _, err := r.ReadFileHeader(); err != nil {
-		return err
-	}
-	for {
-		tag, err := r.ReadTag()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		now := time.Now()
-		dts := time.Duration(tag.Timestamp) * time.Millisecond
-		switch tag.Type {
-		case flv.TagVideo:
-			v, err := flv.ParseVideo(tag.Data)
-			if err != nil {
-				return err
-			}
-			if v.PacketType != flv.PacketSequenceStart {
-				p.add(frame{video: true, key: v.Key, dts: dts, at: now})
-			}
-		case flv.TagAudio:
-			a, err := flv.ParseAudio(tag.Data)
-			if err != nil {
-				return err
-			}
-			if a.PacketType != flv.PacketSequenceStart {
-				p.add(frame{dts: dts, at: now})
-			}
-		}
-	}
+	return flvget.Read(ctx, nil, p.url, func(f flvget.Frame) error {
+		p.add(frame{video: f.Video, key: f.Key, dts: time.Duration(f.Timestamp) * time.Millisecond, at: time.Now()})
+		return nil
+	})
 }
 
 // snapshot returns the frames so far.

@@ -1,10 +1,8 @@
 package flvhttp_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,8 +12,8 @@ import (
 	"github.com/sluice-media/sluice/ingest/rtmp"
 	"github.com/sluice-media/sluice/outputs/httpflv"
 	"github.com/sluice-media/sluice/pipeline"
-	"github.com/sluice-media/sluice/pipeline/media/flv"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
+	"github.com/sluice-media/sluice/pipeline/sluicetest/flvget"
 )
 
 func kinds() *pipeline.Kinds {
@@ -94,41 +92,15 @@ func videoTimestamps(t *testing.T, ctx context.Context, u string) (<-chan uint32
 	ts := make(chan uint32, 4096)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- func() error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("status %s", resp.Status)
-			}
-			r := flv.NewReader(bufio.NewReader(resp.Body), 4<<20)
-			if _, err := r.ReadFileHeader(); err != nil {
-				return err
-			}
-			for {
-				tag, err := r.ReadTag()
-				if err != nil {
-					return err
-				}
-				if tag.Type != flv.TagVideo {
-					continue
-				}
-				v, err := flv.ParseVideo(tag.Data)
-				if err != nil {
-					return err
-				}
-				if v.PacketType == flv.PacketSequenceStart {
-					continue
-				}
+		errc <- flvget.Read(ctx, nil, u, func(f flvget.Frame) error {
+			if f.Video {
 				select {
-				case ts <- tag.Timestamp:
+				case ts <- f.Timestamp:
 				default:
 				}
 			}
-		}()
+			return nil
+		})
 	}()
 	return ts, errc
 }
@@ -166,15 +138,4 @@ func frames(t *testing.T, ts <-chan uint32, errc <-chan error, n int, last uint3
 }
 
 // logged reports whether one log line contains every part.
-func logged(srv server, parts ...string) bool {
-	for _, l := range strings.Split(srv.Logs.String(), "\n") {
-		ok := true
-		for _, p := range parts {
-			ok = ok && strings.Contains(l, p)
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
+func logged(srv server, parts ...string) bool { return len(srv.Logs.Lines(parts...)) > 0 }

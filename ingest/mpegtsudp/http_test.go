@@ -93,17 +93,8 @@ func TestHTTPPushEndings(t *testing.T) {
 
 // logLine returns the first log line that contains every part.
 func logLine(logs string, parts ...string) string {
-	for line := range strings.SplitSeq(logs, "\n") {
-		ok := true
-		for _, p := range parts {
-			if !strings.Contains(line, p) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return line
-		}
+	if l := sluicetest.LogLines(logs, parts...); len(l) > 0 {
+		return l[0]
 	}
 	return ""
 }

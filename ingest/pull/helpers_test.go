@@ -1,11 +1,8 @@
 package pull_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/media/flv"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
+	"github.com/sluice-media/sluice/pipeline/sluicetest/flvget"
 )
 
 func kinds() *pipeline.Kinds {
@@ -70,18 +68,7 @@ func counter(srv server, name string, labels ...string) uint64 {
 }
 
 // logged reports whether one log line contains every part.
-func logged(srv server, parts ...string) bool {
-	for _, l := range strings.Split(srv.Logs.String(), "\n") {
-		ok := true
-		for _, p := range parts {
-			ok = ok && strings.Contains(l, p)
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
+func logged(srv server, parts ...string) bool { return len(srv.Logs.Lines(parts...)) > 0 }
 
 // player reads an HTTP-FLV stream in the background, for tests that keep
 // a player connected across an upstream's restart.
@@ -104,49 +91,17 @@ func play(t *testing.T, ctx context.Context, u string) *player {
 }
 
 func (p *player) read(ctx context.Context, u string) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", resp.Status)
-	}
-	r := flv.NewReader(bufio.NewReader(resp.Body), 4<<20)
-	if _, err := r.ReadFileHeader(); err != nil {
-		return err
-	}
-	for {
-		tag, err := r.ReadTag()
-		if err != nil {
-			return err
-		}
-		var seq bool
-		switch tag.Type {
-		case flv.TagVideo:
-			v, err := flv.ParseVideo(tag.Data)
-			if err != nil {
-				return err
-			}
-			seq = v.PacketType == flv.PacketSequenceStart
-		case flv.TagAudio:
-			a, err := flv.ParseAudio(tag.Data)
-			if err != nil {
-				return err
-			}
-			seq = a.PacketType == flv.PacketSequenceStart
-		default:
-			continue
-		}
-		if seq {
-			continue // sequence headers go out at timestamp 0
+	return flvget.Read(ctx, nil, u, func(f flvget.Frame) error {
+		typ := uint32(flv.TagAudio)
+		if f.Video {
+			typ = uint32(flv.TagVideo)
 		}
 		select {
-		case p.ts <- [2]uint32{uint32(tag.Type), tag.Timestamp}:
+		case p.ts <- [2]uint32{typ, f.Timestamp}:
 		default:
 		}
-	}
+		return nil
+	})
 }
 
 // frames waits for n video frames, failing the test if the player ends or

@@ -141,6 +141,24 @@ func (l *LogBuffer) String() string {
 	return l.b.String()
 }
 
+// Lines returns the logged lines that contain every part.
+func (l *LogBuffer) Lines(parts ...string) []string { return LogLines(l.String(), parts...) }
+
+// LogLines returns the lines of logs that contain every part.
+func LogLines(logs string, parts ...string) []string {
+	var out []string
+	for line := range strings.SplitSeq(logs, "\n") {
+		ok := line != ""
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // testWriter sends server logs to the test log, shown only on failure or -v.
 type testWriter struct{ t testing.TB }
 
