@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -109,6 +110,8 @@ func reasonOf(err error) string {
 		return ReasonUnavailable
 	case errors.Is(err, ErrHubClosed):
 		return ReasonShutdown
+	case errors.Is(err, ErrStreamStopped):
+		return ReasonStopped
 	case errors.Is(err, ErrDenied):
 		return ReasonDenied
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -178,13 +181,17 @@ func (r *Refusal) WriteHTTP(w http.ResponseWriter, req *http.Request) {
 // claims the stream in the hub, and returns a handle whose Finish notifies
 // the authorizer (unpublish or stop) within a bounded time. It counts every
 // session, refusal and close under the same names for every protocol.
+//
+// A Gate belongs to the Runtime and outlives builds: a reload gives it the
+// new file's authorizers and timeouts (Update), which apply from the next
+// decision on, so stages a reload leaves untouched admit under the new
+// rules too.
 type Gate struct {
-	hub           *Hub
-	auth          func(pipeline string) Authorizer
-	node          string
-	authTimeout   time.Duration
-	notifyTimeout time.Duration
-	m             gateMetrics
+	hub  *Hub
+	conf atomic.Pointer[GateOptions]
+	m    gateMetrics
+	// reg holds the open sessions and the stopped paths (clients.go).
+	reg registry
 }
 
 type gateMetrics struct {
@@ -211,18 +218,8 @@ type GateOptions struct {
 
 // NewGate returns the admission path over hub.
 func NewGate(hub *Hub, m *Metrics, o GateOptions) *Gate {
-	if o.AuthTimeout <= 0 {
-		o.AuthTimeout = DefaultAuthTimeout
-	}
-	if o.NotifyTimeout <= 0 {
-		o.NotifyTimeout = DefaultNotifyTimeout
-	}
-	return &Gate{
-		hub:           hub,
-		auth:          o.Auth,
-		node:          o.Node,
-		authTimeout:   o.AuthTimeout,
-		notifyTimeout: o.NotifyTimeout,
+	g := &Gate{
+		hub: hub,
 		m: gateMetrics{
 			sessions: m.Counter("sluice_sessions_total", "Publish and play sessions admitted, by protocol and role.", "proto", "role"),
 			refused:  m.Counter("sluice_sessions_refused_total", "Publish and play requests refused, by protocol, role and reason.", "proto", "role", "reason"),
@@ -232,6 +229,20 @@ func NewGate(hub *Hub, m *Metrics, o GateOptions) *Gate {
 			active:   m.Gauge("sluice_sessions", "Publish and play sessions open, by protocol and role.", "proto", "role"),
 		},
 	}
+	g.Update(o)
+	return g
+}
+
+// Update replaces the gate's options; decisions already under way finish
+// with the old ones.
+func (g *Gate) Update(o GateOptions) {
+	if o.AuthTimeout <= 0 {
+		o.AuthTimeout = DefaultAuthTimeout
+	}
+	if o.NotifyTimeout <= 0 {
+		o.NotifyTimeout = DefaultNotifyTimeout
+	}
+	g.conf.Store(&o)
 }
 
 // Hub returns the hub the gate admits into.
@@ -240,9 +251,9 @@ func (g *Gate) Hub() *Hub { return g.hub }
 // Authorizer returns the authorizer of the pipeline that owns path:
 // AllowAll when it has none or no pipeline owns path.
 func (g *Gate) Authorizer(path string) Authorizer {
-	if g.auth != nil {
+	if auth := g.conf.Load().Auth; auth != nil {
 		if opts, ok := g.hub.Resolve(path); ok {
-			if a := g.auth(opts.Pipeline); a != nil {
+			if a := auth(opts.Pipeline); a != nil {
 				return a
 			}
 		}
@@ -276,7 +287,7 @@ func (g *Gate) Check(ctx context.Context, action Action, req Request) error {
 	ar := g.authRequest(req, opts.Pipeline)
 	for _, a := range [...]Action{ActionConnect, action} {
 		ar.Action = a
-		actx, cancel := context.WithTimeout(ctx, g.authTimeout)
+		actx, cancel := context.WithTimeout(ctx, g.conf.Load().AuthTimeout)
 		d := auth.Authorize(actx, ar)
 		cancel()
 		if d.Allow {
@@ -296,6 +307,11 @@ func (g *Gate) Check(ctx context.Context, action Action, req Request) error {
 // Publisher's Finish (or Close) releases the stream and tells the
 // authorizer the publisher left. A refusal is a *Refusal.
 func (g *Gate) Publish(ctx context.Context, req Request) (*Publisher, error) {
+	// A stopped path is refused before the authorizer is asked: the
+	// operator's word stands whatever the plugin would say.
+	if err := g.held(req.Path); err != nil {
+		return nil, g.refused(req, RolePublish, Refuse(ReasonStopped, err))
+	}
 	if err := g.Check(ctx, ActionPublish, req); err != nil {
 		return nil, err
 	}
@@ -303,7 +319,7 @@ func (g *Gate) Publish(ctx context.Context, req Request) (*Publisher, error) {
 	if err != nil {
 		return nil, g.refused(req, RolePublish, RefusalOf(fmt.Errorf("publish %s: %w", req.Path, err)))
 	}
-	pub.sess = g.open(ctx, req, RolePublish, ActionUnpublish)
+	pub.sess = g.open(ctx, req, RolePublish, ActionUnpublish, pub.s)
 	return pub, nil
 }
 
@@ -320,7 +336,7 @@ func (g *Gate) Play(ctx context.Context, req Request) (*Reader, error) {
 	if err != nil {
 		return nil, g.refused(req, RolePlay, RefusalOf(fmt.Errorf("play %s: %w", req.Path, err)))
 	}
-	rd.sess = g.open(ctx, req, RolePlay, ActionStop)
+	rd.sess = g.open(ctx, req, RolePlay, ActionStop, rd.s)
 	return rd, nil
 }
 
@@ -331,13 +347,15 @@ func (g *Gate) refused(req Request, role Role, r *Refusal) *Refusal {
 
 func (g *Gate) authRequest(req Request, pipeline string) AuthRequest {
 	return AuthRequest{Proto: req.Client.Proto, Remote: req.Client.Remote, Path: req.Path,
-		Query: req.Client.Query, Pipeline: pipeline, Node: g.node, URL: req.URL}
+		Query: req.Client.Query, Pipeline: pipeline, Node: g.conf.Load().Node, URL: req.URL}
 }
 
-// open starts the bookkeeping of an admitted session.
-func (g *Gate) open(ctx context.Context, req Request, role Role, leave Action) *session {
+// open starts the bookkeeping of an admitted session of stream st and
+// lists it among the clients.
+func (g *Gate) open(ctx context.Context, req Request, role Role, leave Action, st *Stream) *session {
 	proto := req.Client.Proto
-	s := &session{g: g, req: req, role: role, leave: leave, ctx: context.WithoutCancel(ctx), start: time.Now()}
+	s := &session{g: g, req: req, role: role, leave: leave, ctx: context.WithoutCancel(ctx), start: time.Now(),
+		stream: st, ended: make(chan struct{})}
 	if role == RolePublish {
 		s.bytes = g.m.received.With(proto)
 	} else {
@@ -346,6 +364,7 @@ func (g *Gate) open(ctx context.Context, req Request, role Role, leave Action) *
 	g.m.sessions.With(proto, string(role)).Inc()
 	s.active = g.m.active.With(proto, string(role))
 	s.active.Add(1)
+	g.reg.add(s)
 	return s
 }
 
@@ -368,6 +387,18 @@ type session struct {
 	active *Gauge
 	n      atomic.Int64
 	done   atomic.Bool
+
+	// The client registry's part (clients.go).
+	id     string
+	seq    uint64
+	stream *Stream
+	ended  chan struct{} // closed by finish
+	// direct is the reader's count of bytes the stream's writers put on
+	// its socket (latency mode), set while they may.
+	direct atomic.Pointer[atomic.Int64]
+	mu     sync.Mutex
+	cut    func() // how the protocol ends the session; nil: it cannot be kicked
+	kicked string // the cause of a kick, "" if none
 }
 
 // add counts n bytes of the session.
@@ -387,9 +418,22 @@ func (s *session) finish(cause string) {
 	if cause == "" {
 		cause = "closed"
 	}
+	s.mu.Lock()
+	if s.kicked != "" {
+		// Whatever the protocol saw (a closed socket, a cut body), the
+		// session ended because an operator ended it.
+		cause = s.kicked
+	}
+	s.cut = nil
+	s.mu.Unlock()
+	s.g.reg.remove(s)
+	if s.role == RolePlay && s.stream != nil {
+		s.stream.sent.Add(s.n.Load())
+	}
 	proto := s.req.Client.Proto
 	s.g.m.closed.With(proto, string(s.role), cause).Inc()
 	s.active.Add(-1)
+	close(s.ended) // counted: a kick's caller may read the counters
 	auth := s.g.Authorizer(s.req.Path)
 	if _, open := auth.(AllowAll); open {
 		return
@@ -397,7 +441,7 @@ func (s *session) finish(cause string) {
 	opts, _ := s.g.hub.Resolve(s.req.Path)
 	ar := s.g.authRequest(s.req, opts.Pipeline)
 	ar.Action = s.leave
-	ctx, cancel := context.WithTimeout(s.ctx, s.g.notifyTimeout)
+	ctx, cancel := context.WithTimeout(s.ctx, s.g.conf.Load().NotifyTimeout)
 	defer cancel()
 	auth.Notify(ctx, ar)
 }

@@ -104,7 +104,8 @@ pipeline "live" {
 			}, "GET /api/v1/streams never answered")
 
 			base := map[string]bool{}
-			for _, f := range []string{"path", "pipeline", "state", "publisher", "since", "readers", "tracks", "units"} {
+			for _, f := range []string{"path", "pipeline", "state", "publisher", "since", "readers", "tracks", "units",
+				"tracks_detail", "bitrate_bps", "bitrate_history", "readers_by_proto", "bytes_in", "bytes_out"} {
 				base[f] = true
 			}
 			got := map[string]map[string]any{}

@@ -115,6 +115,7 @@ func (r *Reader) Direct(conn net.Conn, o DirectOptions) bool {
 	sh.readers.Store(&list)
 	sh.mu.Unlock()
 	w.active.Add(1)
+	r.sess.hookDirect(&r.d.written)
 	return true
 }
 

@@ -78,6 +78,17 @@
 // the RTMP status codes in ingest/rtmp). Sessions, refusals, closes and
 // bytes are counted under the same names for every protocol.
 //
+// The Gate also lists every session it admitted, from admission to Finish
+// (the API's clients), and ends one from outside when an operator asks:
+// each protocol registers with Publisher.OnKick how its session is cut
+// (its connection closed, its body's read deadline pulled in), Play does so
+// for every player, and Finish then records "kicked" whatever the protocol
+// saw. Stopping a stream ends it, cuts its publisher and refuses the path
+// to publishers for a while (Gate.Stop). Neither costs anything per frame;
+// nor does measuring a stream's bitrate and frame rate, which the
+// publisher's Write adds up under the lock it holds anyway and the API
+// reads on request (meter.go).
+//
 // Players are written by one loop, Play, for every protocol: the protocol
 // gives its encoders and a Framing (HTTP chunks, or none for RTMP, whose
 // chunks are in the wire bytes), and Play drains the connection, batches,

@@ -2,11 +2,11 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -26,11 +26,17 @@ type Graph struct {
 	// come from the file).
 	Gate *Gate
 
+	rt       *Runtime
 	log      *slog.Logger
+	file     *config.File
 	server   config.Server
 	stages   []namedStage
 	resolver Resolver
-	bound    bool
+	gateOpts GateOptions
+	// pipes holds each pipeline's own attributes (match, auth, gop_cache,
+	// ...), for a reload's plan.
+	pipes map[string]fields
+	bound bool
 }
 
 type namedStage struct {
@@ -38,6 +44,18 @@ type namedStage struct {
 	kind   string // "ingest.rtmp" for ingest blocks, "" otherwise
 	stage  Stage
 	routes *Routes
+	// fields is the decoded configuration the stage was built from; a
+	// later build with equal fields (and equal dependencies) reuses the
+	// stage as it is.
+	fields fields
+	// deps are the addresses of the stages its build looked up with
+	// Env.Stage.
+	deps []string
+	// pipeline is the enclosing pipeline's name, "" for a top-level block.
+	pipeline string
+	// reused is set when the stage comes, running, from the previous
+	// build.
+	reused bool
 }
 
 // Resolve returns the Resolver for the pipelines of f: the first pipeline,
@@ -84,15 +102,22 @@ type BuildOptions struct {
 	// Authorizers maps a pipeline name to its authorizer, ahead of
 	// Plugins: tests use it to plug in a fake.
 	Authorizers map[string]Authorizer
+	// Prev is the build running now, for a reload: a block whose decoded
+	// configuration (and whose dependencies) did not change is not built
+	// again; the new graph takes the running stage as it is, so that its
+	// sessions never notice the reload.
+	Prev *Graph
 }
 
 // BuildWith builds f against rt with options.
 func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*Graph, hcl.Diagnostics) {
 	log := rt.Log
-	g := &Graph{Hub: rt.Hub, HTTP: rt.HTTP, Metrics: rt.Metrics, log: log, server: f.Server, resolver: Resolve(f)}
+	g := &Graph{Hub: rt.Hub, HTTP: rt.HTTP, Metrics: rt.Metrics, Gate: rt.Gate, rt: rt, log: log, file: f,
+		server: f.Server, resolver: Resolve(f), pipes: map[string]fields{}}
 	pipes := map[string]*config.Pipeline{}
 	for _, p := range f.Pipelines {
 		pipes[p.Name] = p
+		g.pipes[p.Name] = pipelineFields(p)
 	}
 	auth := func(pipeline string) Authorizer {
 		if a := opts.Authorizers[pipeline]; a != nil {
@@ -103,8 +128,10 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		}
 		return nil
 	}
-	g.Gate = NewGate(rt.Hub, rt.Metrics, GateOptions{Auth: auth, Node: f.Server.Node,
-		AuthTimeout: f.Server.AuthTimeout, NotifyTimeout: f.Server.NotifyTimeout})
+	// The gate is the runtime's; the build's options apply once it is
+	// bound (a first start) or applied (a reload).
+	g.gateOpts = GateOptions{Auth: auth, Node: f.Server.Node,
+		AuthTimeout: f.Server.AuthTimeout, NotifyTimeout: f.Server.NotifyTimeout}
 	var diags hcl.Diagnostics
 	add := func(b *config.KindBlock, p *config.Pipeline) {
 		entry := kinds.byType[b.TypePath()][b.Kind]
@@ -123,6 +150,16 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 			return
 		}
 		addr := b.Address()
+		pname := ""
+		if p != nil {
+			pname = p.Name
+		}
+		fs := configFields(f, cfg)
+		fs["server.node"] = f.Server.Node
+		if g.reuse(opts.Prev, addr, fs) {
+			return
+		}
+		var deps []string
 		env := Env{
 			Hub:       rt.Hub,
 			Gate:      g.Gate,
@@ -135,23 +172,35 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 			Server:    f.Server,
 			Plugins:   opts.Plugins,
 			LocalAddr: g.localAddr,
-			Stage:     g.stage,
+			Stage: func(address string) Stage {
+				deps = append(deps, address)
+				return g.stage(address)
+			},
+			Listen: rt.Listen,
 		}
 		if f.Server.HTTP != "" {
 			env.HTTP = rt.HTTP.Routes()
 		}
 		st, err := entry.build(cfg, env)
 		if err != nil {
+			// A *config.FieldError (a file named in the block that cannot
+			// be loaded) points at its attribute.
+			subject := b.DefRange
+			if fe := (*config.FieldError)(nil); errors.As(err, &fe) {
+				if r, ok := config.AttrRange(b.Body, fe.Attr); ok {
+					subject = r
+				}
+			}
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  fmt.Sprintf("Cannot build %s", addr),
 				Detail:   err.Error(),
-				Subject:  b.DefRange.Ptr(),
+				Subject:  subject.Ptr(),
 			})
 			return
 		}
 		if st != nil {
-			ns := namedStage{addr: addr, stage: st, routes: env.HTTP}
+			ns := namedStage{addr: addr, stage: st, routes: env.HTTP, fields: fs, deps: deps, pipeline: pname}
 			if p == nil {
 				ns.kind = b.Type + "." + b.Kind
 			}
@@ -167,15 +216,100 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		}
 	}
 	if opts.Plugins != nil {
-		g.stages = append(g.stages, namedStage{addr: "plugins", stage: opts.Plugins})
+		// The plugin host is one stage for the life of the process: a
+		// reload updates its plugins in place (see plugins/host).
+		if prev := opts.Prev.find("plugins"); prev != nil && prev.stage == opts.Plugins {
+			g.stages = append(g.stages, namedStage{addr: "plugins", stage: opts.Plugins, reused: true})
+		} else {
+			g.stages = append(g.stages, namedStage{addr: "plugins", stage: opts.Plugins})
+		}
 	}
 	if f.Server.HTTP != "" {
-		g.stages = append(g.stages, namedStage{addr: "server.http", stage: newHTTPStage(f.Server.HTTP, rt.HTTP, rt.Metrics, log.With("stage", "server.http"), g.shutdownTimeout())})
+		fs := fields{"http": f.Server.HTTP, "shutdown_timeout": f.Server.ShutdownTimeout.String()}
+		if !g.reuse(opts.Prev, "server.http", fs) {
+			g.stages = append(g.stages, namedStage{addr: "server.http", fields: fs, stage: newHTTPStage(f.Server.HTTP, rt, log.With("stage", "server.http"), g.shutdownTimeout())})
+		}
+	}
+	if t := f.Server.TLS; f.Server.HTTPS != "" && t != nil {
+		fs := fields{"https": f.Server.HTTPS, "cert_file": t.CertFile, "key_file": t.KeyFile, "shutdown_timeout": f.Server.ShutdownTimeout.String()}
+		if !g.reuse(opts.Prev, "server.https", fs) {
+			hlog := log.With("stage", "server.https")
+			if cfg, d := serverBlockTLS(t, "server.https", rt.Metrics, hlog, "h2", "http/1.1"); d != nil {
+				diags = append(diags, d)
+			} else {
+				g.stages = append(g.stages, namedStage{addr: "server.https", fields: fs, stage: newHTTPSStage(f.Server.HTTPS, cfg, rt, hlog, g.shutdownTimeout())})
+			}
+		}
 	}
 	if f.Server.API != "" {
-		g.stages = append(g.stages, namedStage{addr: "server.api", stage: &apiStage{addr: f.Server.API, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout(), detailers: g.detailers}})
+		fs := fields{"api": f.Server.API, "shutdown_timeout": f.Server.ShutdownTimeout.String()}
+		if t := f.Server.APITLS; t != nil {
+			fs["api_tls.cert_file"], fs["api_tls.key_file"] = t.CertFile, t.KeyFile
+		}
+		if !g.reuse(opts.Prev, "server.api", fs) {
+			api := &apiStage{addr: f.Server.API, rt: rt, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout(), detailers: rt.detailers}
+			var d *hcl.Diagnostic
+			if t := f.Server.APITLS; t != nil {
+				api.tls, d = serverBlockTLS(t, "server.api", rt.Metrics, api.log, "h2", "http/1.1")
+			}
+			if d != nil {
+				diags = append(diags, d)
+			} else {
+				g.stages = append(g.stages, namedStage{addr: "server.api", fields: fs, stage: api})
+			}
+		}
 	}
 	return g, diags
+}
+
+// pipelineFields are a pipeline's own attributes, by the names the file
+// uses.
+func pipelineFields(p *config.Pipeline) fields {
+	j := func(v any) string { b, _ := json.Marshal(v); return string(b) }
+	return fields{
+		"match":            j(p.Match),
+		"auth":             j(p.Auth),
+		"gop_cache":        j(p.GOPCache),
+		"buffer_frames":    j(p.BufferFrames),
+		"max_buffer_bytes": j(p.MaxBufferBytes),
+		"max_reader_lag":   j(p.MaxReaderLag.String()),
+		"wait_publisher":   j(p.WaitPublisher.String()),
+		"publisher_grace":  j(p.PublisherGrace.String()),
+		"write_mode":       j(p.WriteMode),
+		"merge_window":     j(p.MergeWindow.String()),
+	}
+}
+
+// reuse appends prev's stage at addr to g when it was built from the same
+// fields and every stage it depends on is reused too, and reports whether
+// it did.
+func (g *Graph) reuse(prev *Graph, addr string, fs fields) bool {
+	old := prev.find(addr)
+	if old == nil || !old.fields.equal(fs) {
+		return false
+	}
+	for _, d := range old.deps {
+		if n := g.find(d); n == nil || !n.reused {
+			return false
+		}
+	}
+	ns := *old
+	ns.reused = true
+	g.stages = append(g.stages, ns)
+	return true
+}
+
+// find returns the stage at addr, nil if there is none (or g is nil).
+func (g *Graph) find(addr string) *namedStage {
+	if g == nil {
+		return nil
+	}
+	for i := range g.stages {
+		if g.stages[i].addr == addr {
+			return &g.stages[i]
+		}
+	}
+	return nil
 }
 
 // stage is Env.Stage: the stages are built in order, so it finds only
@@ -189,9 +323,14 @@ func (g *Graph) stage(address string) Stage {
 	return nil
 }
 
-// localAddr is Env.LocalAddr.
+// localAddr is Env.LocalAddr. A listener that speaks TLS (an rtmp ingest
+// with a tls block) is passed over: the processors that read streams back
+// connect in the clear, on loopback.
 func (g *Graph) localAddr(kind string) net.Addr {
 	for _, s := range g.stages {
+		if t, ok := s.stage.(interface{ TLS() bool }); ok && t.TLS() {
+			continue
+		}
 		if s.kind == "ingest."+kind {
 			if a, ok := s.stage.(interface{ Addr() net.Addr }); ok && g.bound {
 				return a.Addr()
@@ -200,6 +339,9 @@ func (g *Graph) localAddr(kind string) net.Addr {
 	}
 	return nil
 }
+
+// Server returns the server block the graph was built from.
+func (g *Graph) Server() config.Server { return g.server }
 
 func (g *Graph) shutdownTimeout() time.Duration {
 	if t := g.server.ShutdownTimeout; t > 0 {
@@ -229,14 +371,27 @@ func (g *Graph) Bind() error {
 		}
 	}
 	g.bound = true
-	// From here the hub serves this graph's pipelines.
-	g.Hub.SetResolver(g.resolver)
+	g.apply()
 	return nil
 }
 
+// Serve makes g the build the runtime serves without binding it, for a
+// test that runs one of its stages alone (pipeline/stagetest): the hub
+// resolves paths with its pipelines and the gate admits with its
+// authorizers. Bind and a reload do it themselves.
+func (g *Graph) Serve() { g.apply() }
+
+// apply makes g the build the runtime serves: the hub resolves paths with
+// its pipelines and the gate admits with its authorizers.
+func (g *Graph) apply() {
+	g.Hub.SetResolver(g.resolver)
+	g.Gate.Update(g.gateOpts)
+	g.rt.current.Store(g)
+}
+
 // Addr returns the address stage (by its block address, or "server.http",
-// "server.api") listens on, once bound; nil if it has none. Tests that
-// listen on port 0 read the real port back with it.
+// "server.https", "server.api") listens on, once bound; nil if it has
+// none. Tests that listen on port 0 read the real port back with it.
 func (g *Graph) Addr(stage string) net.Addr {
 	for _, s := range g.stages {
 		if s.addr == stage {
@@ -255,50 +410,7 @@ func (g *Graph) Addr(stage string) net.Addr {
 // return and their HTTP handlers to finish. It returns nil after a clean
 // stop.
 func (g *Graph) Run(ctx context.Context) error {
-	if !g.bound {
-		if err := g.Bind(); err != nil {
-			return err
-		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	timeout := g.shutdownTimeout()
-
-	// Every stage's routes serve before any listener accepts, so that the
-	// first request cannot beat its stage's routes to the router.
-	for _, s := range g.stages {
-		s.routes.Activate(ctx)
-	}
-	var wg sync.WaitGroup
-	errs := make(chan error, len(g.stages))
-	for _, s := range g.stages {
-		wg.Go(func() {
-			if err := RunStage(ctx, s.stage, s.routes, timeout); err != nil && !errors.Is(err, context.Canceled) {
-				g.log.Error("stage failed; stopping the server", "stage", s.addr, "err", err)
-				errs <- fmt.Errorf("%s: %w", s.addr, err)
-				cancel()
-			}
-		})
-	}
-	<-ctx.Done()
-	g.Hub.Close()
-
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		g.log.Error("stages did not stop within server.shutdown_timeout; exiting anyway", "timeout", timeout)
-		return errors.New("shutdown timed out")
-	}
-	select {
-	case err := <-errs:
-		return err
-	default:
-		return nil
-	}
+	return NewNode(g).Run(ctx)
 }
 
 // RunStage runs one stage with its routes: they serve, under ctx, while Run
@@ -320,7 +432,7 @@ func RunStage(ctx context.Context, st Stage, routes *Routes, timeout time.Durati
 type StageInfo struct {
 	// Address is the stage's block address ("ingest.rtmp",
 	// "pipeline.live.output.hls"), or "plugins", "server.http",
-	// "server.api".
+	// "server.https", "server.api".
 	Address string
 	// Stage is what the kind built.
 	Stage Stage

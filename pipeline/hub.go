@@ -291,6 +291,24 @@ func (h *Hub) Close() {
 	}
 }
 
+// EndPipeline ends every stream of pipeline (a reload removed it): its
+// players are told the stream ended and its publisher is let go. It
+// returns how many streams it ended.
+func (h *Hub) EndPipeline(pipeline, reason string) int {
+	h.mu.Lock()
+	var list []*Stream
+	for _, s := range h.streams {
+		if s.opts.Pipeline == pipeline {
+			list = append(list, s)
+		}
+	}
+	h.mu.Unlock()
+	for _, s := range list {
+		s.end(reason)
+	}
+	return len(list)
+}
+
 func (h *Hub) removeStream(s *Stream) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

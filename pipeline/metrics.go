@@ -277,6 +277,26 @@ func (m *Metrics) WriteText(w io.Writer) error {
 	return nil
 }
 
+// Names returns the name of every metric family m exposes, sorted: each
+// family registered through m, whether or not it has a series yet (a
+// scrape leaves out a family until it has one, so a scrape cannot answer
+// this), and each family the runtime and process collectors report. It is
+// for tests that check what dashboards and alerts refer to.
+func (m *Metrics) Names() []string {
+	m.mu.Lock()
+	names := make([]string, 0, len(m.families))
+	for name := range m.families {
+		names = append(names, name)
+	}
+	m.mu.Unlock()
+	mfs, _ := m.reg.Gather() // a failing collector still leaves the others' names
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
 // Handler returns the HTTP handler for /metrics: it serves m's registry in
 // whichever format the scraper negotiates. A failing collector does not fail
 // the scrape; its errors are counted in promhttp_metric_handler_errors_total.

@@ -558,3 +558,29 @@ func BenchmarkCounterInc(b *testing.B) {
 		c.Inc()
 	}
 }
+
+// TestMetricsNames: Names lists a family from its registration, before it
+// has a series (when a scrape does not show it yet), with the runtime and
+// process collectors' families, sorted and once each.
+func TestMetricsNames(t *testing.T) {
+	m := NewMetrics()
+	m.Counter("sluice_test_events_total", "Events.", "kind")
+	m.Counter("sluice_test_events_total", "Events.", "kind") // a rebuild registers again
+	m.Gauge("sluice_test_level", "Level.").With().Set(1)
+	var b strings.Builder
+	if err := m.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "sluice_test_events_total") {
+		t.Fatal("a family without series is in the exposition; Names would not be needed")
+	}
+	names := m.Names()
+	for _, want := range []string{"sluice_test_events_total", "sluice_test_level", "go_goroutines", "process_cpu_seconds_total"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("Names lacks %s: %q", want, names)
+		}
+	}
+	if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) {
+		t.Errorf("Names is not sorted and unique: %q", names)
+	}
+}

@@ -91,10 +91,19 @@ const (
 // player sends (acknowledgements, nothing at all) so that its closing ends
 // the session at once. Play closes conn, waits for that goroutine, finishes
 // r with the cause, logs the end of the session and returns the cause.
+//
+// An operator's kick (Gate.Kick) ends the session as the stage stopping
+// would, but cuts the player rather than telling it the stream ended.
 func Play(ctx context.Context, conn net.Conn, r *Reader, o PlayerOptions) string {
 	start := time.Now()
 	o.Log.Info("play started")
-	pctx, cancel := context.WithCancel(ctx)
+	// kctx ends with the stage or with a kick; pctx also when the player
+	// leaves.
+	kctx, kick := context.WithCancel(ctx)
+	defer kick()
+	unhook := r.OnKick(kick)
+	defer unhook()
+	pctx, cancel := context.WithCancel(kctx)
 	defer cancel()
 	drained := make(chan struct{})
 	go func() {
@@ -113,11 +122,12 @@ func Play(ctx context.Context, conn net.Conn, r *Reader, o PlayerOptions) string
 	// A write blocked on a player that stopped reading (or a dead link)
 	// must not hold up the stage's stop until the write timeout: ending
 	// ctx pulls the deadline in.
-	cut := context.AfterFunc(ctx, func() { _ = conn.SetWriteDeadline(time.Now()) })
-	pw := &playWriter{conn: conn, r: r, o: o, stop: ctx}
+	cut := context.AfterFunc(kctx, func() { _ = conn.SetWriteDeadline(time.Now()) })
+	pw := &playWriter{conn: conn, r: r, o: o, stop: kctx}
 	err := pw.run(pctx)
 	cut()
 	n := pw.total + r.DirectWritten()
+	r.sess.hookDirect(nil)
 	r.CountBytes(r.DirectWritten())
 
 	cause := CauseClientClosed
@@ -125,6 +135,8 @@ func Play(ctx context.Context, conn net.Conn, r *Reader, o PlayerOptions) string
 	switch {
 	case errors.Is(err, ErrReaderTooSlow):
 		cause = CauseTooSlow
+	case r.KickCause() != "":
+		cause = r.KickCause()
 	case ctx.Err() != nil, stageDone(ctx):
 		// The stage stopping also ends the streams (the hub closes), and
 		// its cancellation may reach ctx a moment after that: the stage's

@@ -35,7 +35,7 @@ import (
 //
 // PlayResponse returns the cause when the stream ended cleanly (the
 // publisher left, the stage stopped, the client left). When the session
-// was cut (too_slow, timeout), it does not return: it panics with
+// was cut (too_slow, timeout, kicked), it does not return: it panics with
 // http.ErrAbortHandler, net/http's way of resetting the stream (on HTTP/1.1,
 // closing the connection before the last chunk) without logging, so that
 // the client sees a stream cut short rather than one that ended. The
@@ -47,7 +47,7 @@ func PlayResponse(w http.ResponseWriter, r *http.Request, rd *Reader, o PlayerOp
 	w.WriteHeader(http.StatusOK)
 	_ = c.rc.Flush() // a failure shows in the first write
 	cause := Play(c.stage, c, rd, o)
-	if cause == CauseTooSlow || cause == CauseTimeout {
+	if cause == CauseTooSlow || cause == CauseTimeout || cause == CauseKicked {
 		panic(http.ErrAbortHandler)
 	}
 	return cause

@@ -88,6 +88,8 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	au.PTS += p.offset
 
 	s.mu.Lock()
+	now := time.Now()
+	s.meter.tick(now)
 	if last := s.trackDTS[kind]; s.hasTrackDTS[kind] && au.DTS < last+minStep {
 		// Muxers need a strictly increasing DTS per track, whatever the
 		// order of publishers: a source that steps back (jitter, rounding,
@@ -118,7 +120,8 @@ func (p *Publisher) Write(au *AccessUnit) error {
 		s.lastKey.Store(au.seq + 1)
 	}
 	s.retain(au)
-	s.lastDTS, s.lastWall, s.hasDTS = au.DTS, time.Now(), true
+	s.meter.count(kind, len(au.Data), au.DTS)
+	s.lastDTS, s.lastWall, s.hasDTS = au.DTS, now, true
 	ready := !s.isReady() && p.playable(au)
 	s.mu.Unlock()
 
@@ -133,7 +136,7 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	if w := s.opts.MergeWindow; w <= 0 {
 		s.wake()
 		s.kickDirect()
-	} else if now := time.Now(); now.Sub(p.lastNotify) >= w {
+	} else if now.Sub(p.lastNotify) >= w {
 		p.lastNotify = now
 		s.wake()
 	} else if !p.pending.Swap(true) {

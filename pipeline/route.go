@@ -30,15 +30,36 @@ func Suffix(suffix string) Splitter {
 	}
 }
 
-// Dir matches "/app/name/<file>" and returns the file as rest.
+// Dir matches "/app/name/<file>" and returns the file as rest. The file
+// must be one segment such as a stream path's (letters, digits and "-_.~",
+// not "." or ".."): no output names a file otherwise, and a handler should
+// never see a ".." or a byte it would have to escape.
 func Dir() Splitter {
 	return func(p string) (string, string, bool) {
 		i := strings.LastIndexByte(p, '/')
-		if i <= 0 || i == len(p)-1 {
+		if i <= 0 || !validSegment(p[i+1:]) {
 			return "", "", false
 		}
 		return p[1:i], p[i+1:], true
 	}
+}
+
+// pathByte reports whether c may appear in a segment of a stream path.
+func pathByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
+}
+
+// validSegment reports whether s is a segment ValidPath accepts.
+func validSegment(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !pathByte(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidPath checks a stream path: two or more segments of letters, digits and
@@ -57,8 +78,7 @@ func ValidPath(p string) error {
 			return fmt.Errorf("stream path %q has an empty, \".\" or \"..\" segment", p)
 		}
 		for i := 0; i < len(s); i++ {
-			c := s[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~') {
+			if c := s[i]; !pathByte(c) {
 				return fmt.Errorf("stream path %q has character %q; use letters, digits and -_.~", p, c)
 			}
 		}
@@ -125,6 +145,7 @@ type Routes struct {
 	ctx    context.Context // the stage's, from Activate: the parent of its requests
 	closed bool
 	active sync.WaitGroup
+	n      atomic.Int64 // requests in active
 }
 
 type route struct {
@@ -168,8 +189,16 @@ func (rs *Routes) Activate(ctx context.Context) {
 // Deactivate stops serving the routes and waits until every handler that
 // was running has returned (hijacked, streaming ones included), or ctx ends.
 func (rs *Routes) Deactivate(ctx context.Context) error {
+	rs.Detach()
+	return rs.Wait(ctx)
+}
+
+// Detach stops serving the routes: new requests go to the next set that
+// takes them (a reload's replacement), while the handlers running now go
+// on, under the stage's context, until they return.
+func (rs *Routes) Detach() {
 	if rs == nil || len(rs.routes) == 0 {
-		return nil
+		return
 	}
 	rt := rs.rt
 	rt.mu.Lock()
@@ -185,6 +214,13 @@ func (rs *Routes) Deactivate(ctx context.Context) error {
 	rs.mu.Lock()
 	rs.closed = true
 	rs.mu.Unlock()
+}
+
+// Wait waits until every handler of the set has returned, or ctx ends.
+func (rs *Routes) Wait(ctx context.Context) error {
+	if rs == nil || len(rs.routes) == 0 {
+		return nil
+	}
 	done := make(chan struct{})
 	go func() { rs.active.Wait(); close(done) }()
 	select {
@@ -203,7 +239,23 @@ func (rs *Routes) enter() (context.Context, bool) {
 		return nil, false
 	}
 	rs.active.Add(1)
+	rs.n.Add(1)
 	return rs.ctx, true
+}
+
+// exit counts a request out.
+func (rs *Routes) exit() {
+	rs.n.Add(-1)
+	rs.active.Done()
+}
+
+// Sessions returns how many requests the set is serving now (players and
+// pushes stream for as long as they last).
+func (rs *Routes) Sessions() int {
+	if rs == nil {
+		return 0
+	}
+	return int(rs.n.Load())
 }
 
 // SetCORS sets the CORS headers every answer of the HTTP listener carries,
@@ -250,7 +302,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if !ok {
 				continue
 			}
-			defer rs.active.Done()
+			defer rs.exit()
 			ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), stageKey{}, sctx))
 			defer cancel(nil)
 			stop := context.AfterFunc(sctx, func() { cancel(ErrStageStopped) })

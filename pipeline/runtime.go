@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"log/slog"
+	"sync/atomic"
+	"time"
 )
 
 // Runtime is what a Sluice process keeps across builds of its
@@ -19,6 +21,28 @@ type Runtime struct {
 	Metrics *Metrics
 	// Log is the process's logger.
 	Log *slog.Logger
+	// Operator is the node's identity and reload, for the API's node and
+	// reload endpoints; nil when nothing can reload (tests, validate).
+	// Set it before the graph runs.
+	Operator Operator
+	// Gate is the admission path. Every build's stages share it; a build
+	// gives it its authorizers and timeouts when it is applied.
+	Gate *Gate
+	// started is when the runtime was made, for GET /api/v1/node
+	// without an Operator.
+	started time.Time
+
+	listeners listeners
+	// current is the build being served (the last one bound or applied).
+	current atomic.Pointer[Graph]
+}
+
+// detailers returns the StreamDetailers of the build being served.
+func (rt *Runtime) detailers() []StreamDetailer {
+	if g := rt.current.Load(); g != nil {
+		return g.detailers()
+	}
+	return nil
 }
 
 // NewRuntime returns an empty runtime: no stream, no route. Its hub owns no
@@ -29,5 +53,10 @@ func NewRuntime(log *slog.Logger, m *Metrics) *Runtime {
 		m = NewMetrics()
 	}
 	hub := NewHub(nil, log.With("stage", "hub"), m)
-	return &Runtime{Hub: hub, HTTP: NewRouter(hub.Resolve), Metrics: m, Log: log}
+	return &Runtime{Hub: hub, HTTP: NewRouter(hub.Resolve), Metrics: m, Log: log,
+		Gate: NewGate(hub, m, GateOptions{}), started: time.Now()}
 }
+
+// Started returns when the runtime was created: the process's start, for
+// GET /api/v1/node.
+func (rt *Runtime) Started() time.Time { return rt.started }

@@ -2,12 +2,15 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
+
+	"github.com/sluice-media/sluice/pipeline/status"
 )
 
 // Limits of the shared HTTP listener's HTTP/2 connections. An edge carries
@@ -36,9 +39,16 @@ const (
 // register their routes on its Router at Build time. It speaks HTTP/1.1 and
 // cleartext HTTP/2 with prior knowledge (h2c, RFC 9113 §3.3) on the same
 // port: net/http tells them apart by the client's connection preface.
+//
+// With tls set it is the listener's HTTPS twin (server.https): the same
+// router, timeouts and HTTP/2 limits behind TLS, HTTP/1.1 or HTTP/2 as the
+// client's ALPN chooses (RFC 9113 §3.2).
 type httpStage struct {
+	retirement
 	addr    string
+	tls     *tls.Config // nil for cleartext
 	h       *Router
+	rt      *Runtime
 	log     *slog.Logger
 	ln      net.Listener
 	timeout time.Duration // server.shutdown_timeout
@@ -49,9 +59,10 @@ type httpStage struct {
 
 // newHTTPStage returns the shared HTTP listener stage and registers its
 // metrics in m.
-func newHTTPStage(addr string, h *Router, m *Metrics, log *slog.Logger, timeout time.Duration) *httpStage {
+func newHTTPStage(addr string, rt *Runtime, log *slog.Logger, timeout time.Duration) *httpStage {
+	m := rt.Metrics
 	return &httpStage{
-		addr: addr, h: h, log: log, timeout: timeout,
+		addr: addr, h: rt.HTTP, rt: rt, log: log, timeout: timeout,
 		accepted: m.Counter("sluice_http_connections_total",
 			"TCP connections accepted by the shared HTTP listener (server.http), HTTP/1.1 and HTTP/2 alike. An edge that pulls over HTTP/2 makes one per origin, whatever the number of streams.").With(),
 		open: m.Gauge("sluice_http_connections",
@@ -59,10 +70,29 @@ func newHTTPStage(addr string, h *Router, m *Metrics, log *slog.Logger, timeout 
 	}
 }
 
+// newHTTPSStage returns the HTTPS twin of the shared HTTP listener
+// (server.https), serving the same router over TLS with cfg, whose ALPN
+// offers "h2" and "http/1.1"; its connections are counted apart.
+func newHTTPSStage(addr string, cfg *tls.Config, rt *Runtime, log *slog.Logger, timeout time.Duration) *httpStage {
+	m := rt.Metrics
+	return &httpStage{
+		addr: addr, tls: cfg, h: rt.HTTP, rt: rt, log: log, timeout: timeout,
+		accepted: m.Counter("sluice_https_connections_total",
+			"TCP connections accepted by the HTTPS listener (server.https), HTTP/1.1 and HTTP/2 alike, those whose TLS handshake then failed included.").With(),
+		open: m.Gauge("sluice_https_connections",
+			"Connections the HTTPS listener is serving now. An HTTP/1.1 player's connection leaves it when its output takes the connection over (hijack); it is then counted among the play sessions (sluice_sessions).").With(),
+	}
+}
+
 func (s *httpStage) Bind() error {
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := s.rt.Listen("tcp", s.addr)
 	if err != nil {
 		return err
+	}
+	if s.tls != nil {
+		// net/http runs the handshake on the connection's goroutine,
+		// bounded by ReadHeaderTimeout.
+		ln = tls.NewListener(ln, s.tls)
 	}
 	s.ln = ln
 	return nil
@@ -74,7 +104,11 @@ func (s *httpStage) Addr() net.Addr { return s.ln.Addr() }
 func (s *httpStage) Run(ctx context.Context) error {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
+	if s.tls != nil {
+		protos.SetHTTP2(true)
+	} else {
+		protos.SetUnencryptedHTTP2(true)
+	}
 	srv := newServer(s.h, s.log)
 	srv.Protocols = &protos
 	srv.HTTP2 = &http.HTTP2Config{
@@ -84,7 +118,7 @@ func (s *httpStage) Run(ctx context.Context) error {
 		WriteByteTimeout:     http2WriteStall,
 	}
 	srv.ConnState = s.connState
-	return serve(ctx, srv, s.ln, s.log, s.timeout)
+	return serve(ctx, srv, s.ln, s.log, s.timeout, s.retired())
 }
 
 // connState counts connections as net/http reports their states. Every
@@ -112,7 +146,7 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 
 // serveHTTP serves h on ln until ctx ends, then shuts down within timeout.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, timeout time.Duration) error {
-	return serve(ctx, newServer(h, log), ln, log, timeout)
+	return serve(ctx, newServer(h, log), ln, log, timeout, nil)
 }
 
 // serve runs srv on ln until ctx ends, then shuts it down within timeout.
@@ -120,13 +154,26 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.L
 // http.Server.Shutdown; each stage waits for its own (RunStage). HTTP/2
 // streams are: Shutdown sends GOAWAY and waits for them, and they end when
 // their stage's context does.
-func serve(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Logger, timeout time.Duration) error {
+//
+// When retired is closed (a reload moved the listener or changed it), it
+// stops accepting and returns once the connections it serves have finished
+// their requests (http.Server.Shutdown without a deadline), or ctx ends.
+func serve(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Logger, timeout time.Duration, retired <-chan struct{}) error {
 	log.Info("listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
+	case <-retired:
+		log.Info("retired by a reload; requests in flight finish here")
+		if srv.Shutdown(ctx) != nil {
+			_ = srv.Close()
+		}
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
 	case <-ctx.Done():
 	}
 	// Shutdown gets three quarters of the stop's time, so that the cut
@@ -149,21 +196,28 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener, log *slog.Log
 // apiStage serves the management API and /metrics (server.api). It listens
 // on loopback by default because it can see every client.
 type apiStage struct {
+	retirement
 	addr    string
+	rt      *Runtime
 	hub     *Hub
 	metrics *Metrics
 	log     *slog.Logger
 	ln      net.Listener
 	timeout time.Duration
+	// tls, when set, makes the API speak HTTPS only (server.api_tls).
+	tls *tls.Config
 	// detailers returns the stages whose StreamDetailer answers join
 	// /api/v1/streams; nil for none.
 	detailers func() []StreamDetailer
 }
 
 func (s *apiStage) Bind() error {
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := s.rt.Listen("tcp", s.addr)
 	if err != nil {
 		return err
+	}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
 	}
 	s.ln = ln
 	return nil
@@ -173,25 +227,29 @@ func (s *apiStage) Bind() error {
 func (s *apiStage) Addr() net.Addr { return s.ln.Addr() }
 
 func (s *apiStage) Run(ctx context.Context) error {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.metrics.Handler())
-	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
-		var ds []StreamDetailer
-		if s.detailers != nil {
-			ds = s.detailers()
-		}
-		streams, err := streamsWithDetails(s.hub.Streams(), ds)
-		if err != nil {
-			s.log.Warn("streams API: cannot encode stream details", "err", err)
-			http.Error(w, "cannot encode stream details", http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"streams": streams})
-	})
-	mux.HandleFunc("GET /api/v1/health", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-	})
-	return serveHTTP(ctx, s.ln, mux, s.log, s.timeout)
+	mux := s.routes()
+	mux.Handle("GET /", status.Handler()) // the status page: pipeline/status/doc.go says why here
+	return serve(ctx, newServer(mux, s.log), s.ln, s.log, s.timeout, s.retired())
+}
+
+// retirement makes a listener stage a Retirer.
+type retirement struct {
+	once sync.Once
+	ch   chan struct{}
+	mu   sync.Mutex
+}
+
+// Retire stops the stage's listener; its connections finish what they do.
+func (r *retirement) Retire() {
+	ch := r.retired()
+	r.once.Do(func() { close(ch) })
+}
+
+func (r *retirement) retired() chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ch == nil {
+		r.ch = make(chan struct{})
+	}
+	return r.ch
 }

@@ -61,9 +61,9 @@ type Env struct {
 	// Plugins runs the plugin blocks; nil when there are none.
 	Plugins Plugins
 	// LocalAddr returns the address this node's ingest of the given kind
-	// ("rtmp") listens on, whatever its instance name; nil before Bind or
-	// when there is none. A processor uses it to read streams back and
-	// publish results.
+	// ("rtmp") listens on, whatever its instance name, passing over those
+	// that speak TLS; nil before Bind or when there is none. A processor
+	// uses it to read streams back and publish results.
 	LocalAddr func(kind string) net.Addr
 	// Stage returns the stage built earlier in this build for the block at
 	// address ("directory.etcd"), nil if there is none. Top-level blocks
@@ -71,6 +71,10 @@ type Env struct {
 	// find any top-level one; the caller type-asserts the interface it
 	// needs. It may be called from Build and from Run.
 	Stage func(address string) Stage
+	// Listen opens a TCP listener that a reload can hand to the stage's
+	// replacement: a stage that listens uses it in Bind rather than
+	// net.Listen (see Runtime.Listen).
+	Listen func(network, address string) (net.Listener, error)
 }
 
 // Plugins is what the graph asks for the plugins that blocks name. It is

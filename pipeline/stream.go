@@ -54,6 +54,12 @@ type Stream struct {
 	hasDTS      bool
 	trackDTS    [numKinds]time.Duration
 	hasTrackDTS [numKinds]bool
+
+	// meter measures the bitrate and frame rate (see meter.go).
+	meter meter
+	// sent is the bytes sent to the stream's players whose sessions have
+	// ended; the Gate adds those of the sessions still open.
+	sent atomic.Int64
 }
 
 func newStream(h *Hub, path string, opts StreamOptions) *Stream {
@@ -107,9 +113,12 @@ type StreamInfo struct {
 	Readers   int64       `json:"readers"`
 	Tracks    []string    `json:"tracks"`
 	Units     uint64      `json:"units"`
+	// StreamStats are the measured figures: zero from Info, which stays
+	// cheap for the stages that call it per request; the API fills them.
+	StreamStats
 }
 
-// Info returns a snapshot of the stream.
+// Info returns a snapshot of the stream, without StreamStats.
 func (s *Stream) Info() StreamInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,10 @@ type Config struct {
 	// HTTP/2, one connection per origin; false gives each pull an
 	// HTTP/1.1 connection of its own, for upstreams that speak only that.
 	HTTP2 bool `hcl:"http2,optional"`
+	// TLSCAFile is a PEM file of the CAs to trust for rtmps:// and
+	// https:// upstreams (those listed and those a directory names)
+	// instead of the system's roots: a cluster's private CA.
+	TLSCAFile string `hcl:"tls_ca_file,optional"`
 
 	s settings
 }
@@ -188,6 +193,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Directory != "" && !validAddress(c.Directory) {
 		return &config.FieldError{Attr: "directory", Err: fmt.Errorf("%q is not the name of a directory block", c.Directory)}
+	}
+	if c.TLSCAFile != "" && c.Directory == "" && !slices.ContainsFunc(s.upstreams, (*upstream).tls) {
+		return &config.FieldError{Attr: "tls_ca_file", Err: errors.New("tls_ca_file is for rtmps:// and https:// upstreams, and none is listed (nor a directory that could name one)")}
 	}
 	if c.Redirect && c.Directory == "" {
 		return &config.FieldError{Attr: "redirect", Err: errors.New(`redirect sends players to the node a directory names; set directory = "NAME" too, or remove redirect`)}

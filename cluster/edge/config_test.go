@@ -49,6 +49,12 @@ routes    = ["rtmp://o2"]`, `routes[0]: "rtmp://o2" is not a host or host:port`}
 		{"unknown attribute", `
 upstreams = ["rtmp://o1"]
 upstream  = "rtmp://o2"`, `An argument named "upstream" is not expected here`},
+		{"CA file without a TLS upstream", `
+upstreams   = ["rtmp://o1", "http://o2"]
+tls_ca_file = "ca.pem"`, `tls_ca_file is for rtmps:// and https:// upstreams, and none is listed`},
+		{"CA file missing", `
+upstreams   = ["https://o1"]
+tls_ca_file = "/nonexistent/ca.pem"`, `tls_ca_file: open /nonexistent/ca.pem: no such file or directory`},
 	} {
 		// Where the diagnostic points, for some: the block, or the
 		// attribute's value.
@@ -56,6 +62,7 @@ upstream  = "rtmp://o2"`, `An argument named "upstream" is not expected here`},
 			"nothing to pull from": `test.hcl:6:3: error: Invalid configuration`,
 			"bad scheme":           `test.hcl:7:13: error: Invalid configuration`,
 			"balance":              `test.hcl:9:13: error: Invalid configuration`,
+			"CA file missing":      `test.hcl:9:15: error: Cannot build pipeline.live.edge.pull`,
 		}[tc.name]
 		t.Run(tc.name, func(t *testing.T) {
 			src := "server {\n  http = \"127.0.0.1:0\"\n}\npipeline \"live\" {\n  match = \"live/*\"\n  edge \"pull\" {\n" + tc.body + "\n  }\n}\n"

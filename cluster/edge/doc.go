@@ -138,12 +138,21 @@
 //	    redirect        = false      # send players to the directory's owner instead of pulling
 //	    http2           = true       # HTTP-FLV pulls share one h2c connection per origin;
 //	                                 # false for upstreams that speak only HTTP/1.1
+//	    tls_ca_file     = ""         # PEM CAs to trust for rtmps:// and https:// upstreams
 //	  }
 //	}
 //
 // A stream's URL on an upstream is the base URL, then "/" and the stream
 // path, with ".flv" for HTTP-FLV: rtmp://o1:1935/live/cam,
 // http://o2:8080/live/cam.flv.
+//
+// Upstreams may be reached over TLS: rtmps://o1:1936 (RTMP inside TLS)
+// and https://o2:8443 (HTTP-FLV over HTTPS; with http2, one HTTP/2
+// connection per origin, negotiated with ALPN). Certificates are verified,
+// TLS 1.2 or newer, against the system's roots, or against the CAs of
+// tls_ca_file alone when it is set, for a cluster with a private CA; the
+// same holds for the owners a directory names and for the publish
+// forward's rtmps:// pushes.
 //
 // # Observing it
 //

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -42,6 +43,9 @@ type Edge struct {
 	// HTTP/2, so that the pulls from one origin share one connection; nil
 	// with http2 = false, each pull then has a connection of its own.
 	transport *flvhttp.H2CTransport
+	// tls configures the connections to rtmps:// and https:// upstreams:
+	// TLS 1.2 or newer, and the roots of tls_ca_file when it is set.
+	tls *tls.Config
 	// outage is how long a stream that was flowing may go without any
 	// upstream before the edge gives it up, players and all.
 	outage time.Duration
@@ -116,8 +120,13 @@ func New(c *Config, env pipeline.Env) (*Edge, error) {
 		}
 		e.dir = d
 	}
+	tc, err := pipeline.ClientTLS(c.TLSCAFile)
+	if err != nil {
+		return nil, err
+	}
+	e.tls = tc
 	if c.s.http2 {
-		e.transport = flvhttp.NewH2CTransport()
+		e.transport = flvhttp.NewH2CTransportTLS(tc)
 	}
 	return e, nil
 }
@@ -183,12 +192,12 @@ func balanceName(hash bool) string {
 // client returns the protocol client for u, logging to log.
 func (e *Edge) client(u *upstream, log *slog.Logger) pipeline.PullFunc {
 	if u.rtmp() {
-		o := rtmp.ClientOptions{IdleTimeout: e.s.idle, Log: log}
+		o := rtmp.ClientOptions{IdleTimeout: e.s.idle, TLS: e.tls, Log: log}
 		return func(ctx context.Context, su *url.URL, open func() (pipeline.Sink, error)) error {
 			return rtmp.Pull(ctx, su, o, open)
 		}
 	}
-	o := flvhttp.ClientOptions{IdleTimeout: e.s.idle, Log: log}
+	o := flvhttp.ClientOptions{IdleTimeout: e.s.idle, TLS: e.tls, Log: log}
 	if e.transport != nil {
 		o.Transport = e.transport
 	}

@@ -56,7 +56,7 @@ func (e *Edge) forward(ctx context.Context) {
 	err := forward.Streams(ctx, e.env, match, targets, forward.Options{
 		RetryMin: e.s.retryMin,
 		RetryMax: e.s.retryMax,
-		Client:   rtmp.ClientOptions{IdleTimeout: e.s.idle},
+		Client:   rtmp.ClientOptions{IdleTimeout: e.s.idle, TLS: e.tls},
 		Proto:    ForwardProto,
 	})
 	if err != nil && ctx.Err() == nil {

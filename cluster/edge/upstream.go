@@ -37,6 +37,10 @@ type upstream struct {
 // rtmp reports whether the upstream speaks RTMP (rather than HTTP-FLV).
 func (u *upstream) rtmp() bool { return u.base.Scheme == "rtmp" || u.base.Scheme == "rtmps" }
 
+// tls reports whether the upstream is reached over TLS (rtmps://,
+// https://).
+func (u *upstream) tls() bool { return u.base.Scheme == "rtmps" || u.base.Scheme == "https" }
+
 // streamURL returns the URL of stream path on u, with query.
 func (u *upstream) streamURL(path, query string) *url.URL {
 	p := u.base.Path + "/" + path

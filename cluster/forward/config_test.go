@@ -65,6 +65,14 @@ func TestConfigMistakes(t *testing.T) {
   to  = ["rtmp://h/live"]
   url = "rtmp://h/live"
 }`, `An argument named "url" is not expected here`},
+		{"CA file without an rtmps target", `forward "rtmp" {
+  to          = ["rtmp://h/live"]
+  tls_ca_file = "ca.pem"
+}`, `tls_ca_file is for rtmps:// targets, and to lists none`},
+		{"CA file missing", `forward "rtmp" {
+  to          = ["rtmps://h/live"]
+  tls_ca_file = "/nonexistent/ca.pem"
+}`, `test.hcl:8:17: error: Cannot build pipeline.live.forward.rtmp`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, failed := build(t, tc.block)

@@ -37,8 +37,13 @@
 //	    match     = "live/*"   # optional: a subset of the pipeline's streams
 //	    retry_min = "1s"
 //	    retry_max = "30s"
+//	    tls_ca_file = ""       # optional: PEM CAs to trust for rtmps:// targets
 //	  }
 //	}
+//
+// An rtmps:// target is pushed to over TLS (1.2 or newer), its certificate
+// verified against the system's roots, or against the CAs of tls_ca_file
+// alone when it is set.
 //
 // Each entry of to names a server and an application; a stream APP/NAME
 // is pushed to TO/NAME, with TO's query string (a stream key, a token)

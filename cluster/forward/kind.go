@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,6 +39,9 @@ type Config struct {
 	// the targets, after their own; false by default, since a
 	// publisher's token is for this server.
 	PassQuery bool `hcl:"pass_query,optional"`
+	// TLSCAFile is a PEM file of the CAs to trust for rtmps:// targets
+	// instead of the system's roots: a private CA.
+	TLSCAFile string `hcl:"tls_ca_file,optional"`
 
 	to                       []*url.URL
 	match                    []string
@@ -66,6 +70,9 @@ func (c *Config) Validate() error {
 		}
 		seen[u.String()] = true
 		c.to = append(c.to, u)
+	}
+	if c.TLSCAFile != "" && !slices.ContainsFunc(c.to, func(u *url.URL) bool { return u.Scheme == "rtmps" }) {
+		return &config.FieldError{Attr: "tls_ca_file", Err: errors.New("tls_ca_file is for rtmps:// targets, and to lists none")}
 	}
 	var err error
 	if c.match, err = patterns(c.Match); err != nil {
@@ -154,6 +161,10 @@ func newForward(c *Config, env pipeline.Env) (*Forward, error) {
 	if env.Pipeline == nil {
 		return nil, errors.New("forward \"rtmp\" belongs inside a pipeline block")
 	}
+	tc, err := pipeline.ClientTLS(c.TLSCAFile)
+	if err != nil {
+		return nil, err
+	}
 	return &Forward{
 		env:   env,
 		to:    c.to,
@@ -162,7 +173,7 @@ func newForward(c *Config, env pipeline.Env) (*Forward, error) {
 			RetryMin:  c.retryMin,
 			RetryMax:  c.retryMax,
 			PassQuery: c.PassQuery,
-			Client:    rtmp.ClientOptions{IdleTimeout: c.idle, WriteTimeout: c.idle},
+			Client:    rtmp.ClientOptions{IdleTimeout: c.idle, WriteTimeout: c.idle, TLS: tc},
 		},
 	}, nil
 }

@@ -1,7 +1,8 @@
 // Command sluice runs a live media server declared in pipeline.hcl.
 //
 //	sluice run [-var name=value ...] [FILE]   serve (FILE defaults to ./pipeline.hcl)
-//	sluice validate [-var name=value ...] FILE
+//	sluice validate [-var name=value ...] [--diff] FILE
+//	sluice reload [-var name=value ...] [-expect HASH] [FILE]
 //	sluice version
 package main
 
@@ -16,6 +17,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/hashicorp/hcl/v2"
@@ -35,6 +37,8 @@ const usage = `Sluice is a live media server.
 Usage:
   sluice run [-var name=value ...] [FILE]    run the deployment in FILE (default ./pipeline.hcl)
   sluice validate [-var name=value ...] FILE check FILE and exit
+  sluice validate --diff FILE                print what reloading the running node with FILE would do
+  sluice reload [-expect HASH] [FILE]        make the node that runs FILE re-read it (as kill -HUP does)
   sluice version                             print the version
 `
 
@@ -51,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sluice", versionString())
 		return 0
@@ -76,11 +82,14 @@ func (v varFlags) Set(s string) error {
 	return nil
 }
 
-func parseFlags(name string, args []string, stderr io.Writer) (file string, vars varFlags, ok bool) {
+func parseFlags(name string, args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (file string, vars varFlags, ok bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	vars = varFlags{}
 	fs.Var(vars, "var", "set a variable of the file: -var name=value (repeatable)")
+	for _, e := range extra {
+		e(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", nil, false
 	}
@@ -98,7 +107,7 @@ func parseFlags(name string, args []string, stderr io.Writer) (file string, vars
 // load decodes and builds the deployment against rt, printing every
 // diagnostic. rt is nil for `sluice validate`, which builds against a
 // runtime of its own and never runs it.
-func load(file string, vars varFlags, stderr io.Writer, rt *pipeline.Runtime) (*config.File, *pipeline.Graph, bool) {
+func load(file string, vars varFlags, stderr io.Writer, rt *pipeline.Runtime) (*config.File, *pipeline.Graph, *host.Host, bool) {
 	kinds := builtinKinds()
 	f, diags := config.Load(file, config.Options{Vars: vars, Kinds: kinds})
 	if !diags.HasErrors() {
@@ -106,24 +115,21 @@ func load(file string, vars varFlags, stderr io.Writer, rt *pipeline.Runtime) (*
 			rt = pipeline.NewRuntime(slog.New(slog.DiscardHandler), nil)
 		}
 		// The plugin host answers auth = plugin.NAME and runs the plugin
-		// processes as one more stage of the graph.
+		// processes as one more stage of the graph, for the life of the
+		// process (a reload may add the first plugin).
 		h, hd := host.New(f, rt.Log, rt.Metrics)
 		diags = append(diags, hd...)
-		var opts pipeline.BuildOptions
-		if h.Len() > 0 {
-			opts.Plugins = h
-		}
-		g, bd := pipeline.BuildWith(f, kinds, rt, opts)
+		g, bd := pipeline.BuildWith(f, kinds, rt, pipeline.BuildOptions{Plugins: h})
 		diags = append(diags, bd...)
 		if !diags.HasErrors() {
 			if len(diags) > 0 {
 				_ = config.WriteDiagnostics(stderr, filesOf(f), diags, 78, isTerminal(stderr))
 			}
-			return f, g, true
+			return f, g, h, true
 		}
 	}
 	_ = config.WriteDiagnostics(stderr, filesOf(f), diags, 78, isTerminal(stderr))
-	return f, nil, false
+	return f, nil, nil, false
 }
 
 func filesOf(f *config.File) map[string]*hcl.File {
@@ -134,12 +140,21 @@ func filesOf(f *config.File) map[string]*hcl.File {
 }
 
 func cmdValidate(args []string, stdout, stderr io.Writer) int {
-	file, vars, ok := parseFlags("validate", args, stderr)
+	var diff bool
+	var api, token string
+	file, vars, ok := parseFlags("validate", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&diff, "diff", false, "print what a reload of the running node with FILE would do (asks its API)")
+		fs.StringVar(&api, "api", "", "with --diff: the node's API address (default: server.api of FILE)")
+		fs.StringVar(&token, "token", "", "with --diff: the API token (default: $SLUICE_API_TOKEN)")
+	})
 	if !ok {
 		return 2
 	}
-	if _, _, ok := load(file, vars, stderr, nil); !ok {
+	if _, _, _, ok := load(file, vars, stderr, nil); !ok {
 		return 1
+	}
+	if diff {
+		return diffPlan(file, vars, api, token, stdout, stderr)
 	}
 	fmt.Fprintf(stdout, "%s: valid\n", file)
 	return 0
@@ -152,15 +167,21 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	// Decode once with a quiet logger to learn the log settings, then build
 	// the graph with the real one.
-	f, _, ok := load(file, vars, stderr, nil)
+	f, _, _, ok := load(file, vars, stderr, nil)
 	if !ok {
 		return 1
 	}
-	log := newLogger(f.Server, stderr)
-	_, g, ok := load(file, vars, io.Discard, pipeline.NewRuntime(log, nil))
+	level := new(slog.LevelVar)
+	level.Set(logLevel(f.Server.LogLevel))
+	log := newLogger(f.Server, stderr, level)
+	rt := pipeline.NewRuntime(log, nil)
+	_, g, plugins, ok := load(file, vars, io.Discard, rt)
 	if !ok {
 		return 1
 	}
+	node := pipeline.NewNode(g)
+	op := newOperator(file, vars, rt, node, plugins, level, f)
+	rt.Operator = op
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting", "version", versionString(), "file", file, "node", f.Server.Node)
@@ -168,7 +189,28 @@ func cmdRun(args []string, stderr io.Writer) int {
 		log.Error("cannot listen", "err", err)
 		return 1
 	}
-	err := g.Run(ctx)
+	// kill -HUP reloads, as POST /api/v1/reload and `sluice reload` do.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	wg.Go(func() {
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading", "file", file)
+				if _, err := op.Reload(hctx, pipeline.ReloadRequest{}); err != nil {
+					log.Error("SIGHUP: reload refused", "err", err)
+				}
+			}
+		}
+	})
+	err := node.Run(ctx)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("stopped with an error", "err", err)
 		return 1
@@ -177,9 +219,8 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(s config.Server, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(s.LogLevel))
+// newLogger returns the process's logger; level is a reload's to change.
+func newLogger(s config.Server, w io.Writer, level *slog.LevelVar) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if s.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

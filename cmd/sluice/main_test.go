@@ -28,7 +28,9 @@ var examplePlugins = map[string]string{
 
 // inExampleDir builds examplePlugins into a temporary directory and makes it
 // the working directory, as an operator does (go build -o bin/token-auth
-// ...) before sluice run examples/auth.hcl.
+// ...) before sluice run examples/auth.hcl. It also puts there the
+// certificate and key examples/tls.hcl reads without -var, tls/cert.pem
+// and tls/key.pem, as the example's openssl line would.
 func inExampleDir(t *testing.T) {
 	t.Helper()
 	dir := t.TempDir()
@@ -37,6 +39,19 @@ func inExampleDir(t *testing.T) {
 		cmd.Dir = sluicetest.Root()
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go build -o %s %s: %v\n%s", out, pkg, err, b)
+		}
+	}
+	ca := sluicetest.NewTLS(t)
+	if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for from, to := range map[string]string{ca.CertFile: "tls/cert.pem", ca.KeyFile: "tls/key.pem"} {
+		b, err := os.ReadFile(from)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, to), b, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 	t.Chdir(dir)

@@ -2,6 +2,7 @@ package flvhttp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,10 @@ type ClientOptions struct {
 	// Pass one NewH2CTransport to every pull of an edge to carry all the
 	// streams from an origin on one connection.
 	Transport http.RoundTripper
+	// TLS configures https:// requests on the call's own transport
+	// (Transport nil), such as a private CA's roots; nil uses TLS 1.2 or
+	// newer and the system's roots. A Transport passed in brings its own.
+	TLS *tls.Config
 	// Log receives track changes and codec warnings; nil discards them.
 	Log *slog.Logger
 }
@@ -62,6 +67,7 @@ func Pull(ctx context.Context, u *url.URL, o ClientOptions, open func() (pipelin
 	if tr == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.DisableKeepAlives = true
+		t.TLSClientConfig = o.TLS
 		tr = t
 	}
 	log := o.Log

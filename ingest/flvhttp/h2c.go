@@ -2,6 +2,7 @@ package flvhttp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -77,7 +78,14 @@ type h2cDial struct {
 // 5 s and drops it, with every stream on it, when the answer takes 5 s
 // more, so a dead upstream is found within about 10 s even while no
 // stream flows.
-func NewH2CTransport() *H2CTransport {
+func NewH2CTransport() *H2CTransport { return NewH2CTransportTLS(nil) }
+
+// NewH2CTransportTLS is NewH2CTransport with the configuration of its
+// https:// connections, such as a private CA's roots; nil uses the
+// defaults (TLS 1.2 or newer, the system's roots). Over TLS, HTTP/2 is
+// negotiated with ALPN (RFC 9113 §3.2), and an upstream that does not
+// offer it fails the request.
+func NewH2CTransportTLS(cfg *tls.Config) *H2CTransport {
 	var protos http.Protocols
 	protos.SetUnencryptedHTTP2(true)
 	protos.SetHTTP2(true)
@@ -85,6 +93,7 @@ func NewH2CTransport() *H2CTransport {
 		dialer: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: h2cDialTimeout}).DialContext,
 			TLSHandshakeTimeout: h2cDialTimeout,
+			TLSClientConfig:     cfg,
 			IdleConnTimeout:     h2cIdleConn,
 			Protocols:           &protos,
 			HTTP2: &http.HTTP2Config{

@@ -108,8 +108,12 @@ func (p *Push) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
 	d := flvdemux.Demuxer{Sink: pub, Log: log}
 	err = copyFLV(rd, pub, &d)
 	cause = causeOf(ctx, err)
+	kicked := pub.KickCause()
+	if kicked != "" {
+		cause = kicked
+	}
 	attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", body.N(), "units", d.Units()}
-	if cause == "ended" || cause == "shutdown" {
+	if cause == "ended" || cause == "shutdown" || kicked != "" {
 		log.Info("publish ended", attrs...)
 	} else {
 		log.Warn("publish ended", append(attrs, "offset", offsetOf(rd, err), "err", err)...)

@@ -86,8 +86,12 @@ func (h *HTTPIngest) serve(w http.ResponseWriter, r *http.Request, stream, _ str
 		err = body.Err()
 	}
 	cause = pushCause(ctx, err)
+	kicked := pub.KickCause()
+	if kicked != "" {
+		cause = kicked
+	}
 	attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", body.N(), "units", out.units}
-	if cause == "ended" || cause == "shutdown" {
+	if cause == "ended" || cause == "shutdown" || kicked != "" {
 		log.Info("publish ended", attrs...)
 	} else {
 		// Whatever else ended the push, it was the client's doing (a

@@ -341,11 +341,19 @@ func (src *source) run(ctx context.Context) {
 	start := time.Now()
 	log.Info("publish started")
 
+	// A UDP sender cannot be disconnected: a kick ends its session, and
+	// its datagrams are dropped (the deferred drain) until it goes
+	// silent, as for a refused source.
+	kicked := make(chan struct{})
+	unkick := pub.OnKick(func() { close(kicked) })
+	defer unkick()
 	out := &pubSink{pub: pub}
-	dm := mpegts.New(&chanPackets{ch: src.ch, queued: &src.queued, pub: pub}, out, log, src.dm)
+	dm := mpegts.New(&chanPackets{ch: src.ch, kicked: kicked, queued: &src.queued, pub: pub}, out, log, src.dm)
 	err := dm.Run()
 	cause = "timeout"
 	switch {
+	case pub.KickCause() != "":
+		cause = pub.KickCause()
 	case ctx.Err() != nil:
 		cause = "shutdown"
 	case errors.Is(err, pipeline.ErrStreamEnded):
@@ -403,6 +411,7 @@ func (src *source) publish(ctx context.Context, log *slog.Logger) *pipeline.Publ
 // loop queued, cut into packets. It ends when the read loop closes ch.
 type chanPackets struct {
 	ch     <-chan []byte
+	kicked <-chan struct{} // closed when an operator ends the session
 	queued *atomic.Int64
 	pub    *pipeline.Publisher // counts the bytes taken
 	cur    []byte
@@ -410,7 +419,13 @@ type chanPackets struct {
 
 func (c *chanPackets) Next() ([]byte, error) {
 	for len(c.cur) < mpegts.PacketSize {
-		b, ok := <-c.ch
+		var b []byte
+		var ok bool
+		select {
+		case b, ok = <-c.ch:
+		case <-c.kicked:
+			return nil, pipeline.ErrKicked
+		}
 		if !ok {
 			return nil, io.EOF
 		}

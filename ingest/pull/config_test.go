@@ -58,6 +58,16 @@ func TestConfigMistakes(t *testing.T) {
   max_tag_size = 65536
 }`, `An argument named "max_tag_size" is not expected here`},
 		{"without url", `ingest "rtmp_pull" "x" { stream = "live/x" }`, `The argument "url" is required`},
+		{"CA file for a cleartext URL", `ingest "flv_pull" "x" {
+  url = "http://h/live/x.flv"
+  stream = "live/x"
+  tls_ca_file = "ca.pem"
+}`, `tls_ca_file is for https:// URLs, and url is http://`},
+		{"CA file missing", `ingest "rtmp_pull" "x" {
+  url = "rtmps://h/live/x"
+  stream = "live/x"
+  tls_ca_file = "/nonexistent/ca.pem"
+}`, `test.hcl:6:17: error: Cannot build ingest.rtmp_pull.x`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			src := "server { http = \":0\" }\n\n" + tc.block + "\npipeline \"live\" { match = \"live/*\" }\n"

@@ -32,6 +32,9 @@ type Config struct {
 	// attempts; "1s" and "30s" by default.
 	RetryMin string `hcl:"retry_min,optional"`
 	RetryMax string `hcl:"retry_max,optional"`
+	// TLSCAFile is a PEM file of the CAs to trust for an rtmps:// URL
+	// instead of the system's roots: a private CA.
+	TLSCAFile string `hcl:"tls_ca_file,optional"`
 
 	s settings
 }
@@ -54,6 +57,9 @@ type FLVConfig struct {
 	// MaxTagSize is the largest FLV tag accepted, in bytes; 8 MiB by
 	// default.
 	MaxTagSize int `hcl:"max_tag_size,optional"`
+	// TLSCAFile is a PEM file of the CAs to trust for an https:// URL
+	// instead of the system's roots: a private CA.
+	TLSCAFile string `hcl:"tls_ca_file,optional"`
 
 	s settings
 }
@@ -75,6 +81,9 @@ func (c *Config) Validate() error {
 	var err error
 	c.s, err = parse(c.URL, c.Stream, c.IdleTimeout, c.RetryMin, c.RetryMax, "rtmp", "rtmps")
 	if err != nil {
+		return err
+	}
+	if err := checkCAFile(c.TLSCAFile, c.s.url, "rtmps"); err != nil {
 		return err
 	}
 	if u := c.s.url; u.Fragment == "" && strings.Count(strings.Trim(u.Path, "/"), "/") < 1 {
@@ -100,8 +109,20 @@ func (c *FLVConfig) Validate() error {
 	if err != nil {
 		return err
 	}
+	if err := checkCAFile(c.TLSCAFile, c.s.url, "https"); err != nil {
+		return err
+	}
 	if c.MaxTagSize < 1024 || c.MaxTagSize > maxFLVTagSize {
 		return &config.FieldError{Attr: "max_tag_size", Err: fmt.Errorf("%d is out of range; use 1024 to %d bytes (the FLV tag size field is 24 bits)", c.MaxTagSize, maxFLVTagSize)}
+	}
+	return nil
+}
+
+// checkCAFile refuses a tls_ca_file that the URL would never use: a
+// setting that does nothing is a mistake the operator should hear about.
+func checkCAFile(caFile string, u *url.URL, tlsScheme string) error {
+	if caFile != "" && u.Scheme != tlsScheme {
+		return &config.FieldError{Attr: "tls_ca_file", Err: fmt.Errorf("tls_ca_file is for %s:// URLs, and url is %s://", tlsScheme, u.Scheme)}
 	}
 	return nil
 }
@@ -136,16 +157,24 @@ func parse(rawURL, stream, idle, retryMin, retryMax string, schemes ...string) (
 // Register adds the "flv_pull" and "rtmp_pull" ingest kinds.
 func Register(k *pipeline.Kinds) {
 	pipeline.Add(k, "ingest", "flv_pull", func(c *FLVConfig, env pipeline.Env) (pipeline.Stage, error) {
+		tc, err := pipeline.ClientTLS(c.TLSCAFile)
+		if err != nil {
+			return nil, err
+		}
 		return newPull("flv_pull", "http-flv-pull", c.s, env, func(log *slog.Logger) pipeline.PullFunc {
-			o := flvhttp.ClientOptions{IdleTimeout: c.s.idle, MaxTagSize: c.MaxTagSize, Log: log}
+			o := flvhttp.ClientOptions{IdleTimeout: c.s.idle, MaxTagSize: c.MaxTagSize, TLS: tc, Log: log}
 			return func(ctx context.Context, u *url.URL, open func() (pipeline.Sink, error)) error {
 				return flvhttp.Pull(ctx, u, o, open)
 			}
 		})
 	})
 	pipeline.Add(k, "ingest", "rtmp_pull", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
+		tc, err := pipeline.ClientTLS(c.TLSCAFile)
+		if err != nil {
+			return nil, err
+		}
 		return newPull("rtmp_pull", "rtmp-pull", c.s, env, func(log *slog.Logger) pipeline.PullFunc {
-			o := rtmp.ClientOptions{IdleTimeout: c.s.idle, Log: log}
+			o := rtmp.ClientOptions{IdleTimeout: c.s.idle, TLS: tc, Log: log}
 			return func(ctx context.Context, u *url.URL, open func() (pipeline.Sink, error)) error {
 				return rtmp.Pull(ctx, u, o, open)
 			}

@@ -2,6 +2,7 @@ package rtmp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,16 @@ func (c *conn) serve(ctx context.Context) {
 	// speaks is closed by the deadline.
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.handshake))
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		// RTMPS: the TLS handshake on its own first, so that a client
+		// refused there (TLS older than 1.2, no shared cipher) is logged
+		// as such rather than as a broken RTMP handshake.
+		if err := tc.HandshakeContext(ctx); err != nil {
+			stop()
+			c.closed("TLS handshake", err, ctx)
+			return
+		}
+	}
 	sc := &gortmplib.ServerConn{RW: c.nc}
 	if err := sc.Initialize(); err != nil {
 		stop()
@@ -78,7 +89,12 @@ func streamPath(u *url.URL) (path, query string) {
 		key := query[i+1:]
 		query = query[:i]
 		if j := strings.IndexByte(key, '?'); j >= 0 {
-			query += "&" + key[j+1:]
+			// Either part may be empty ("live?" or "key?"): no stray "&".
+			if kq := key[j+1:]; kq != "" && query != "" {
+				query += "&" + kq
+			} else if kq != "" {
+				query = kq
+			}
 			key = key[:j]
 		}
 		path += "/" + key
@@ -146,7 +162,10 @@ func (c *conn) refuse(sc *gortmplib.ServerConn, req pipeline.Request, r *pipelin
 // onStatus code clients understand.
 func statusCode(reason string, publish bool) string {
 	switch {
-	case publish && reason == pipeline.ReasonBusy:
+	case publish && (reason == pipeline.ReasonBusy || reason == pipeline.ReasonStopped):
+		// The name cannot be published now, because another publisher
+		// holds it or an operator stopped it: the same code for both,
+		// the one clients know for a name they cannot use.
 		return "NetStream.Publish.BadName"
 	case publish && reason == pipeline.ReasonDenied:
 		return "NetStream.Publish.Unauthorized"
@@ -221,6 +240,8 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, req pipeli
 	}
 	stop := context.AfterFunc(ctx, func() { c.nc.Close() })
 	defer stop()
+	unkick := pub.OnKick(func() { c.nc.Close() })
+	defer unkick()
 	start := time.Now()
 	c.log.Info("publish started")
 
@@ -245,6 +266,9 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, req pipeli
 		}
 		if err != nil {
 			cause = causeOf(ctx, err)
+			if k := pub.KickCause(); k != "" {
+				cause = k
+			}
 			pub.CountBytes(int64(sc.BytesReceived() - counted))
 			attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", sc.BytesReceived(), "units", d.Units()}
 			if cause == "protocol_error" || cause == "timeout" {

@@ -4,6 +4,7 @@ package rtmp
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,6 +29,11 @@ type Config struct {
 	IdleTimeout string `hcl:"idle_timeout,optional"`
 	// WriteTimeout closes a player whose socket accepts nothing for this long.
 	WriteTimeout string `hcl:"write_timeout,optional"`
+	// TLS makes the listener speak RTMPS, RTMP inside TLS
+	// (rtmps://HOST:PORT/APP/NAME), with this certificate; a plain and a
+	// TLS listener side by side are two blocks, the second with a name
+	// (ingest "rtmp" "tls" { ... }).
+	TLS *config.TLS `hcl:"tls,block"`
 
 	handshake, idle, write time.Duration
 }
@@ -58,7 +64,7 @@ func (c *Config) Validate() error {
 // Register adds the "rtmp" ingest kind.
 func Register(k *pipeline.Kinds) {
 	pipeline.Add(k, "ingest", "rtmp", func(c *Config, env pipeline.Env) (pipeline.Stage, error) {
-		return New(c, env), nil
+		return New(c, env)
 	})
 }
 
@@ -67,9 +73,14 @@ type Server struct {
 	cfg  Config
 	env  pipeline.Env
 	log  *slog.Logger
+	tls  *tls.Config // nil for plain RTMP
 	ln   net.Listener
 	m    metrics
 	next atomic.Uint64
+	// open counts the connections being served; retired is set by
+	// Retire.
+	open    atomic.Int64
+	retired atomic.Bool
 }
 
 // metrics counts connections; sessions (publish and play), their
@@ -81,9 +92,19 @@ type metrics struct {
 	open   *pipeline.Gauge
 }
 
-// New returns a server for cfg (already validated).
-func New(cfg *Config, env pipeline.Env) *Server {
+// New returns a server for cfg (already validated). With a tls block it
+// loads the certificate, so that a file that cannot be used fails the
+// build (a *config.FieldError at tls.cert_file or tls.key_file).
+func New(cfg *Config, env pipeline.Env) (*Server, error) {
 	s := &Server{cfg: *cfg, env: env, log: env.Log}
+	if cfg.TLS != nil {
+		// RTMP has no ALPN protocol name, so none is offered.
+		t, err := env.ServerTLS(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		s.tls = t
+	}
 	m := env.Metrics
 	s.m = metrics{
 		conns:  m.Counter("sluice_rtmp_connections_total", "RTMP connections accepted.").With(),
@@ -92,14 +113,23 @@ func New(cfg *Config, env pipeline.Env) *Server {
 	// A gauge the stage moves itself: during a reload two builds of one
 	// stage may exist at once, and each counts its own connections.
 	s.m.open = m.Gauge("sluice_rtmp_connections", "RTMP connections open, by stage.", "stage").With(env.Address)
-	return s
+	return s, nil
 }
 
 // Bind opens the listener.
 func (s *Server) Bind() error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
+	listen := net.Listen
+	if s.env.Listen != nil {
+		listen = s.env.Listen
+	}
+	ln, err := listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return err
+	}
+	if s.tls != nil {
+		// The TLS handshake runs at the connection's first read, inside
+		// the RTMP handshake, so handshake_timeout bounds both.
+		ln = tls.NewListener(ln, s.tls)
 	}
 	s.ln = ln
 	return nil
@@ -108,18 +138,27 @@ func (s *Server) Bind() error {
 // Addr returns the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// TLS reports whether the listener speaks RTMPS.
+func (s *Server) TLS() bool { return s.tls != nil }
+
 // Run accepts connections until ctx ends, then waits for every connection
 // to finish: publishers are closed, players are told the stream ended.
+// After Retire it accepts no more and returns once its connections have
+// ended on their own.
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
 	defer stop()
-	s.log.Info("listening", "addr", s.ln.Addr().String())
+	s.log.Info("listening", "addr", s.ln.Addr().String(), "tls", s.tls != nil)
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
+				return nil
+			}
+			if s.retired.Load() {
+				s.log.Info("retired by a reload; its sessions continue until they end", "connections", s.Sessions())
 				return nil
 			}
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -129,15 +168,27 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		s.m.conns.Inc()
 		s.m.open.Add(1)
+		s.open.Add(1)
 		c := newConn(s, nc, s.next.Add(1))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.open.Add(-1)
 			defer s.m.open.Add(-1)
 			c.serve(ctx)
 		}()
 	}
 }
+
+// Retire stops accepting (a reload has a replacement listening on the
+// same socket or a new one); the connections already accepted go on.
+func (s *Server) Retire() {
+	s.retired.Store(true)
+	s.ln.Close()
+}
+
+// Sessions returns how many connections the stage serves now.
+func (s *Server) Sessions() int { return int(s.open.Load()) }
 
 func (s *Server) playAllowed() bool { return s.cfg.Play == nil || *s.cfg.Play }
 

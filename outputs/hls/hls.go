@@ -221,6 +221,11 @@ type startReq struct {
 	reply chan *muxer
 }
 
+// OwnWork tells a reload that the output's muxers are work of its own: a
+// changed hls block restarts them (players see the playlist start over)
+// rather than leaving the old build serving beside the new one.
+func (o *Output) OwnWork() bool { return true }
+
 // Run starts a muxer for every stream of the pipeline as it is published
 // (when always is set) and for the streams requests ask for, and, once ctx
 // ends, stops every muxer and waits for them.

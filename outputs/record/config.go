@@ -23,11 +23,18 @@ type FLVConfig struct {
 	// reached this size ("512MB", "2GiB"); "0" sets no limit.
 	MaxSize string `hcl:"max_size,optional"`
 	// MaxAge deletes this block's finished files older than this ("7d",
-	// "36h"), checked whenever a file is finished; "0" keeps them.
+	// "36h"), checked when the block starts and whenever a file is
+	// finished; "0" keeps them.
 	MaxAge string `hcl:"max_age,optional"`
 	// MaxTotalSize deletes this block's oldest finished files while all of
 	// them together exceed this size; "0" sets no limit.
 	MaxTotalSize string `hcl:"max_total_size,optional"`
+	// Fsync makes the file durable on disk while it records, not only at
+	// its close: "off" (the default) or an interval such as "10s", after
+	// which the next batch written is followed by an fsync. It bounds what
+	// a power cut (rather than a crash of the process, which loses nothing
+	// the kernel has) can take from the file.
+	Fsync string `hcl:"fsync,optional"`
 
 	s settings
 }
@@ -36,11 +43,20 @@ type FLVConfig struct {
 func (c *FLVConfig) Defaults() {
 	c.Path = "recordings/{stream}/{start}.flv"
 	c.Segment, c.MaxSize, c.MaxAge, c.MaxTotalSize = "0", "0", "0", "0"
+	c.Fsync = fsyncOff
 }
 
 // Validate checks the fields and converts them.
 func (c *FLVConfig) Validate() error {
-	return c.s.parse(c.Path, c.Segment, c.MaxSize, c.MaxAge, c.MaxTotalSize)
+	if err := c.s.parse(c.Path, c.Segment, c.MaxSize, c.MaxAge, c.MaxTotalSize); err != nil {
+		return err
+	}
+	sp, err := parseFsync(c.Fsync, FormatFLV)
+	if err != nil {
+		return &config.FieldError{Attr: "fsync", Err: err}
+	}
+	c.s.sync = sp
+	return nil
 }
 
 // MP4Config is the body of a `record "mp4"` block: FLVConfig's settings
@@ -60,6 +76,12 @@ type MP4Config struct {
 	// with the moov box first, for players and editors that do not read
 	// fragmented MP4 well. A crash still leaves the fragmented file.
 	Faststart bool `hcl:"faststart,optional"`
+	// Fsync makes the file durable on disk while it records: "off" (the
+	// default), "fragment" (an fsync after every fragment written, so a
+	// power cut loses at most the fragment in progress, as a crash does),
+	// or an interval such as "10s" (after the first fragment written once
+	// that much time has passed since the last fsync).
+	Fsync string `hcl:"fsync,optional"`
 
 	s        settings
 	fragment time.Duration
@@ -70,6 +92,7 @@ func (c *MP4Config) Defaults() {
 	c.Path = "recordings/{stream}/{start}.mp4"
 	c.Segment, c.MaxSize, c.MaxAge, c.MaxTotalSize = "0", "0", "0", "0"
 	c.Fragment = "1s"
+	c.Fsync = fsyncOff
 }
 
 // Validate checks the fields and converts them.
@@ -82,7 +105,70 @@ func (c *MP4Config) Validate() error {
 		return &config.FieldError{Attr: "fragment", Err: fmt.Errorf("%q is not a duration between 100ms and 1m, such as \"1s\"", c.Fragment)}
 	}
 	c.fragment = d
+	sp, err := parseFsync(c.Fsync, FormatMP4)
+	if err != nil {
+		return &config.FieldError{Attr: "fsync", Err: err}
+	}
+	c.s.sync = sp
 	return nil
+}
+
+// The words fsync takes besides an interval.
+const (
+	fsyncOff      = "off"
+	fsyncFragment = "fragment"
+)
+
+// Bounds of an fsync interval: below 100ms an fsync per write batch is
+// what is really asked for (MP4's "fragment"), and above an hour the
+// option protects next to nothing.
+const (
+	minFsyncInterval = 100 * time.Millisecond
+	maxFsyncInterval = time.Hour
+)
+
+// syncPolicy says when a recording file is fsynced while it is written;
+// every file is also fsynced when it closes.
+type syncPolicy struct {
+	on bool
+	// every is the least time between two fsyncs: 0 syncs after every
+	// write (MP4 "fragment": each write is one whole fragment).
+	every time.Duration
+}
+
+// String renders the policy as the attribute would give it.
+func (p syncPolicy) String() string {
+	switch {
+	case !p.on:
+		return fsyncOff
+	case p.every == 0:
+		return fsyncFragment
+	}
+	return p.every.String()
+}
+
+// parseFsync reads the fsync attribute of a block of the given format.
+func parseFsync(s, format string) (syncPolicy, error) {
+	v := strings.TrimSpace(s)
+	switch v {
+	case fsyncOff, "":
+		// "" is a config built in Go without Defaults.
+		return syncPolicy{}, nil
+	case fsyncFragment:
+		if format == FormatMP4 {
+			return syncPolicy{on: true}, nil
+		}
+		return syncPolicy{}, fmt.Errorf("fsync = %q is for MP4 files: FLV has no fragments; give an interval such as \"10s\", or \"off\"", s)
+	}
+	want := `"off" or an interval from 100ms to 1h, such as "10s"`
+	if format == FormatMP4 {
+		want = `"off", "fragment" (after every fragment) or an interval from 100ms to 1h, such as "10s"`
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < minFsyncInterval || d > maxFsyncInterval {
+		return syncPolicy{}, fmt.Errorf("fsync = %q: want %s", s, want)
+	}
+	return syncPolicy{on: true, every: d}, nil
 }
 
 // settings are the validated values shared by both formats.
@@ -92,6 +178,7 @@ type settings struct {
 	maxSize  int64
 	maxAge   time.Duration
 	maxTotal int64
+	sync     syncPolicy
 }
 
 func (s *settings) parse(path, segment, maxSize, maxAge, maxTotal string) error {

@@ -178,7 +178,7 @@ func newRigWith(t *testing.T, format string, so pipeline.StreamOptions, edit fun
 	opts := Options{OnEvent: func(ev Event) { r.events <- ev }}
 	var err error
 	if format == FormatFLV {
-		fc := FLVConfig{Path: mc.Path, Segment: mc.Segment, MaxSize: mc.MaxSize, MaxAge: mc.MaxAge, MaxTotalSize: mc.MaxTotalSize}
+		fc := FLVConfig{Path: mc.Path, Segment: mc.Segment, MaxSize: mc.MaxSize, MaxAge: mc.MaxAge, MaxTotalSize: mc.MaxTotalSize, Fsync: mc.Fsync}
 		if err = fc.Validate(); err == nil {
 			r.rec, err = newFLVRecorder(&fc, env, opts)
 		}

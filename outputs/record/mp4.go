@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"time"
 
 	amp4 "github.com/abema/go-mp4"
@@ -413,10 +414,14 @@ func (w *mp4Writer) salvage() {}
 const maxFaststart = math.MaxUint32 - 64<<20
 
 // rewriteFaststart writes the file again as a progressive MP4, moov first,
-// into a temporary file beside it and renames that over it. Samples are
-// copied one at a time from the fragmented file, so memory holds the
-// sample table, never the media. A crash during the rewrite leaves the
-// fragmented file untouched (and a .tmp beside it); so does ctx ending.
+// into a temporary file beside it (its name plus faststartSuffix) and
+// renames that over it. Samples are copied one at a time from the
+// fragmented file, so memory holds the sample table, never the media. A
+// crash during the rewrite leaves the fragmented file untouched, and the
+// temporary file beside it for retention to delete; ctx ending leaves the
+// fragmented file and removes the temporary one. The new file is fsynced
+// before the rename and its directory after it, so that a power cut leaves
+// one complete file or the other under the recording's name.
 func (w *mp4Writer) rewriteFaststart(ctx context.Context) error {
 	var p pmp4.Presentation
 	var payload int64
@@ -460,7 +465,7 @@ func (w *mp4Writer) rewriteFaststart(ctx context.Context) error {
 	if payload > maxFaststart {
 		return fmt.Errorf("%d bytes of media is more than a faststart file with 32-bit offsets holds", payload)
 	}
-	tmp := w.fh.rel + ".faststart.tmp"
+	tmp := w.fh.rel + faststartSuffix
 	_ = w.fh.root.Remove(tmp)
 	out, err := w.fh.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
@@ -473,7 +478,7 @@ func (w *mp4Writer) rewriteFaststart(ctx context.Context) error {
 		err = bw.Flush()
 	}
 	if err == nil {
-		err = out.Sync()
+		err = w.fh.timed(out.Sync)
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
@@ -487,6 +492,11 @@ func (w *mp4Writer) rewriteFaststart(ctx context.Context) error {
 		return err
 	}
 	w.fh.n = cw.n
+	// The rename is done and the file complete either way; a directory that
+	// cannot be synced only weakens what a power cut leaves.
+	if err := w.fh.timed(func() error { return syncDir(w.fh.root, filepath.Dir(w.fh.rel)) }); err != nil {
+		w.fh.log.Warn("faststart file renamed, but its directory could not be synced", "file", w.fh.path, "err", err)
+	}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluice-media/sluice/pipeline"
@@ -53,11 +54,26 @@ type fileHandle struct {
 	bytes *pipeline.Counter
 	log   *slog.Logger
 	done  bool
+
+	sync       syncPolicy
+	fsyncs     *pipeline.Histogram // the latency of every fsync
+	slow       time.Duration       // an fsync taking longer is logged (slowFsync)
+	lastSync   time.Time           // when the last fsync under the policy began
+	dirsSynced bool                // the directories holding the file's name were synced
+	slowSaid   bool                // a slow fsync of this file was logged
 }
+
+// slowFsync is the fsync latency that is logged (once per file): a disk
+// that takes this long holds up the recording goroutine, and its reader
+// soon lags the stream.
+const slowFsync = time.Second
 
 // writev appends bufs to the file with as few system calls as possible.
 // If it fails part way (a full disk), the file is cut back to where it
 // was, so that it ends on a whole tag or fragment rather than inside one.
+// After a whole write it fsyncs the file when the fsync policy says it is
+// due: each call writes whole tags or one whole fragment, so what an fsync
+// makes durable is always a valid file.
 func (h *fileHandle) writev(bufs [][]byte) error {
 	n, err := writeVec(h.f, bufs)
 	h.bytes.Add(uint64(n))
@@ -65,7 +81,91 @@ func (h *fileHandle) writev(bufs [][]byte) error {
 		n = 0
 	}
 	h.n += n
-	return err
+	if err != nil {
+		return err
+	}
+	return h.syncDue()
+}
+
+// syncDue fsyncs the file if the policy asks for it now.
+func (h *fileHandle) syncDue() error {
+	if !h.sync.on {
+		return nil
+	}
+	now := time.Now()
+	if h.sync.every > 0 && !h.lastSync.IsZero() && now.Sub(h.lastSync) < h.sync.every {
+		return nil
+	}
+	h.lastSync = now
+	return h.fsync()
+}
+
+// fsync makes the file's data durable and, the first time, the names that
+// lead to it: a new file's directory entry (and those of the directories
+// made for it) survive a power cut only once their directories are synced
+// too (fsync(2), "Calling fsync() does not necessarily ensure that the
+// entry in the directory containing the file has also reached disk").
+func (h *fileHandle) fsync() error {
+	return h.timed(func() error {
+		if err := h.f.Sync(); err != nil {
+			return err
+		}
+		if !h.dirsSynced {
+			if err := syncDirs(h.root, filepath.Dir(h.rel)); err != nil {
+				return err
+			}
+			h.dirsSynced = true
+		}
+		return nil
+	})
+}
+
+// timed runs sync, an fsync of this file or of one written for it,
+// counts its latency, and logs the first slow one of the file. An error
+// is final: after a failed fsync the kernel may have dropped the dirty
+// pages, so retrying could report success for data that is gone.
+func (h *fileHandle) timed(sync func() error) error {
+	start := time.Now()
+	err := sync()
+	took := time.Since(start)
+	h.fsyncs.Observe(took.Seconds())
+	if took > h.slow && !h.slowSaid {
+		h.slowSaid = true
+		h.log.Warn("slow fsync: the disk took over 1s to make the recording durable", "file", h.path, "took", took.Round(time.Millisecond))
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", h.path, err)
+	}
+	return nil
+}
+
+// syncDirs fsyncs dir (below rt) and each of its parents up to the root.
+func syncDirs(rt *os.Root, dir string) error {
+	for {
+		if err := syncDir(rt, dir); err != nil {
+			return err
+		}
+		if dir == "." {
+			return nil
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// syncDir fsyncs one directory below rt. A filesystem that cannot sync a
+// directory (EINVAL) has nothing to make durable that way; any other error
+// is returned.
+func syncDir(rt *os.Root, dir string) error {
+	d, err := rt.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	d.Close()
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	return nil
 }
 
 // close syncs and closes the file and its root. sync is skipped after a
@@ -77,7 +177,7 @@ func (h *fileHandle) close(sync bool) error {
 	h.done = true
 	var err error
 	if sync {
-		err = h.f.Sync()
+		err = h.fsync()
 	}
 	if cerr := h.f.Close(); err == nil {
 		err = cerr
@@ -127,7 +227,8 @@ func (r *Recorder) createFile(root, path string, bytes *pipeline.Counter, log *s
 			rt.Close()
 			return nil, err
 		}
-		return &fileHandle{root: rt, rel: name, path: filepath.Join(root, name), f: f, bytes: bytes, log: log}, nil
+		return &fileHandle{root: rt, rel: name, path: filepath.Join(root, name), f: f, bytes: bytes, log: log,
+			sync: r.set.sync, fsyncs: r.fsyncs, slow: slowFsync}, nil
 	}
 	rt.Close()
 	return nil, fmt.Errorf("%s: 1000 files of that name already exist", path)
@@ -210,7 +311,7 @@ func (r *Recorder) record(ctx context.Context, s *pipeline.Stream, wg *sync.Wait
 				// The disk could not keep up. Close what was written and
 				// start over at the GOP cache: a gap, not a stop.
 				log.Warn("recording fell behind the stream; continuing in a new file", "err", err)
-				ss.end("reader too slow")
+				ss.end(ctx, "reader too slow")
 				// The new reader starts at the GOP cache, which may be
 				// media the closed file already holds.
 				ss.after = ss.lastDTS
@@ -218,20 +319,22 @@ func (r *Recorder) record(ctx context.Context, s *pipeline.Stream, wg *sync.Wait
 				rd = s.Subscribe(info)
 				continue
 			case ctx.Err() != nil:
-				ss.drain(rd)
-				ss.end("shutdown")
+				ss.drain(ctx, rd)
+				ss.end(ctx, "shutdown")
 			default:
-				ss.end("stream ended")
+				ss.end(ctx, "stream ended")
 			}
 			return
 		}
-		ss.batch(batch)
+		ss.batch(ctx, batch)
 	}
 }
 
-func (ss *session) batch(batch []*pipeline.AccessUnit) {
+// batch records the units of one batch. ctx is the recording's: it only
+// bounds the retention pass that may follow a finished file.
+func (ss *session) batch(ctx context.Context, batch []*pipeline.AccessUnit) {
 	for _, au := range batch {
-		ss.unit(au)
+		ss.unit(ctx, au)
 	}
 	if c := ss.cur; c != nil && !ss.stopped {
 		if err := c.w.flush(); err != nil {
@@ -242,27 +345,26 @@ func (ss *session) batch(batch []*pipeline.AccessUnit) {
 
 // end finishes the current file, after writing any units still held for
 // the first file's track wait.
-func (ss *session) end(reason string) {
+func (ss *session) end(ctx context.Context, reason string) {
 	if len(ss.held) > 0 && !ss.stopped {
 		ss.waited = true
 		held := ss.held
 		ss.held = nil
-		ss.batch(held)
+		ss.batch(ctx, held)
 	}
-	ss.finish(reason)
+	ss.finish(ctx, reason)
 }
 
-// drain writes the units still in the ring at shutdown: Next returns what
-// is buffered before it reports the cancelled context.
-func (ss *session) drain(rd *pipeline.Reader) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+// drain writes the units still in the ring at shutdown, when ctx has
+// ended: Next returns what is buffered before it reports the cancelled
+// context.
+func (ss *session) drain(ctx context.Context, rd *pipeline.Reader) {
 	for !ss.stopped {
 		batch, err := rd.Next(ctx)
 		if err != nil {
 			return
 		}
-		ss.batch(batch)
+		ss.batch(ctx, batch)
 	}
 }
 
@@ -295,7 +397,7 @@ func (ss *session) waiting(au *pipeline.AccessUnit) bool {
 	return true
 }
 
-func (ss *session) unit(au *pipeline.AccessUnit) {
+func (ss *session) unit(ctx context.Context, au *pipeline.AccessUnit) {
 	if ss.stopped {
 		return
 	}
@@ -315,7 +417,7 @@ func (ss *session) unit(au *pipeline.AccessUnit) {
 		held := append(ss.held, au)
 		ss.held = nil
 		for _, h := range held {
-			ss.unit(h)
+			ss.unit(ctx, h)
 		}
 		return
 	}
@@ -323,18 +425,18 @@ func (ss *session) unit(au *pipeline.AccessUnit) {
 		switch {
 		case c.tracks[k] == au.Track:
 			if ss.startable(au) && ss.due(au) {
-				ss.finish("segment")
+				ss.finish(ctx, "segment")
 			}
 		case c.tracks[k] == nil:
-			ss.finish("track added")
+			ss.finish(ctx, "track added")
 		case !sameParams(c.tracks[k], au.Track):
-			ss.finish("codec change")
+			ss.finish(ctx, "codec change")
 		case c.tracks[k] == ss.stale[k]:
 			// The other track of the new publisher session, which began
 			// this file with the old one's equal parameters.
 			c.tracks[k], ss.stale[k] = au.Track, nil
 			if ss.startable(au) && ss.due(au) {
-				ss.finish("segment")
+				ss.finish(ctx, "segment")
 			}
 		default:
 			// A source keeps its *Track while the parameters stay the
@@ -348,7 +450,7 @@ func (ss *session) unit(au *pipeline.AccessUnit) {
 				other = pipeline.KindVideo
 			}
 			ss.stale[other] = c.tracks[other]
-			ss.finish("republish")
+			ss.finish(ctx, "republish")
 		}
 	}
 	if ss.cur == nil {
@@ -432,7 +534,7 @@ func (ss *session) begin(au *pipeline.AccessUnit) {
 }
 
 // finish closes the current file cleanly, if there is one.
-func (ss *session) finish(reason string) {
+func (ss *session) finish(ctx context.Context, reason string) {
 	c := ss.cur
 	if c == nil {
 		return
@@ -452,7 +554,7 @@ func (ss *session) finish(reason string) {
 					if jerr != nil {
 						ss.log.Warn("faststart rewrite not done; the file stays a fragmented MP4", "file", c.fh.path, "err", jerr)
 					}
-					r.closed(ss.log, ss.s.Path(), c, reason, c.fh.close(jerr != nil))
+					r.closed(ctx, ss.log, ss.s.Path(), c, reason, c.fh.close(jerr != nil))
 				})
 				return
 			}
@@ -467,13 +569,14 @@ func (ss *session) finish(reason string) {
 		ss.fail(err)
 		return
 	}
-	r.closed(ss.log, ss.s.Path(), c, reason, nil)
+	r.closed(ctx, ss.log, ss.s.Path(), c, reason, nil)
 }
 
-// closed reports a finished file, closed with err, and applies retention.
-// It is called from the recording goroutine, or from the post-processing
-// one, so it touches no session state.
-func (r *Recorder) closed(log *slog.Logger, stream string, c *segment, reason string, err error) {
+// closed reports a finished file, closed with err, and applies retention
+// (unless ctx has ended: a server shutting down leaves that to the next
+// start). It is called from the recording goroutine, or from the
+// post-processing one, so it touches no session state.
+func (r *Recorder) closed(ctx context.Context, log *slog.Logger, stream string, c *segment, reason string, err error) {
 	r.markActive(c.fh, false)
 	d := c.w.duration()
 	if err != nil {
@@ -485,7 +588,7 @@ func (r *Recorder) closed(log *slog.Logger, stream string, c *segment, reason st
 	r.files.Inc()
 	log.Info("recording finished", "file", c.fh.path, "duration", d.Round(time.Millisecond), "bytes", c.fh.n, "reason", reason)
 	r.emit(Event{Type: EventFinished, Stream: stream, File: c.fh.path, Start: c.start, Duration: d, Bytes: c.fh.n, Reason: reason})
-	r.applyRetention(log)
+	r.applyRetention(ctx, log)
 }
 
 // fail stops the stream's recording after an error: the current file is

@@ -66,8 +66,18 @@ type Server struct {
 	// HTTP is the address of the shared HTTP listener (HTTP-FLV, HLS,
 	// FLV/TS push); "" turns it off.
 	HTTP string
+	// HTTPS is the address of the shared HTTP listener's TLS twin: the same
+	// routes (HTTP-FLV, HLS, pushes) over HTTPS, HTTP/1.1 and HTTP/2, with
+	// the certificate of TLS; "" (the default) turns it off.
+	HTTPS string
+	// TLS is the server block's tls block, the certificate HTTPS presents;
+	// nil when there is none.
+	TLS *TLS
 	// API is the address of the API and metrics listener; "" turns it off.
 	API string
+	// APITLS, when set, makes the API listener speak HTTPS only, with
+	// this certificate (the api_tls block).
+	APITLS *TLS
 	// ShutdownTimeout bounds a clean stop.
 	ShutdownTimeout time.Duration
 	// AuthTimeout bounds each auth decision (connect, publish, play); a
@@ -81,6 +91,29 @@ type Server struct {
 	// Node names this server in logs, auth requests and the cluster; it
 	// defaults to the host name.
 	Node string
+	// APIToken, when set, is the bearer token the API's acting requests
+	// (and its client list, which shows addresses) need. It is required
+	// when API listens beyond loopback.
+	APIToken string
+	// StopHold is how long a stream stopped through the API refuses its
+	// publisher (POST /api/v1/streams/{path}/stop), unless the request
+	// says otherwise.
+	StopHold time.Duration
+}
+
+// TLS is a tls block: the certificate chain (leaf first) and private key
+// of a TLS listener, PEM files. A kind takes one as
+//
+//	TLS *config.TLS `hcl:"tls,block"`
+//
+// and reports a file it cannot load with a *FieldError whose Attr is
+// "tls.cert_file" or "tls.key_file".
+type TLS struct {
+	CertFile string `hcl:"cert_file"`
+	KeyFile  string `hcl:"key_file"`
+	// CertRange and KeyRange are where the server block's tls blocks name
+	// the files, for diagnostics; a kind's block leaves them zero.
+	CertRange, KeyRange hcl.Range `json:"-"`
 }
 
 // KindBlock is a block whose body a registered kind decodes: ingest,

@@ -25,6 +25,7 @@ const (
 	DefaultShutdownTimeout = 5 * time.Second
 	DefaultAuthTimeout     = 5 * time.Second
 	DefaultNotifyTimeout   = 2 * time.Second
+	DefaultStopHold        = 30 * time.Second
 	DefaultGOPCache        = 1
 	DefaultBufferFrames    = 1024
 	DefaultMaxBufferBytes  = 64 << 20
@@ -131,7 +132,8 @@ func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 	}
 
 	f.Server = Server{HTTP: DefaultHTTP, API: DefaultAPI, ShutdownTimeout: DefaultShutdownTimeout,
-		AuthTimeout: DefaultAuthTimeout, NotifyTimeout: DefaultNotifyTimeout, LogLevel: "info", LogFormat: "text"}
+		AuthTimeout: DefaultAuthTimeout, NotifyTimeout: DefaultNotifyTimeout, LogLevel: "info", LogFormat: "text",
+		StopHold: DefaultStopHold}
 	if h, err := os.Hostname(); err == nil {
 		f.Server.Node = h
 	}
@@ -439,11 +441,12 @@ func ParseSize(s string) (int64, error) {
 }
 
 func (d *decoder) server(b *hclsyntax.Block) {
-	known := []string{"http", "api", "shutdown_timeout", "auth_timeout", "notify_timeout", "log_level", "log_format", "node"}
-	a := d.attrs(b.Body, known, nil)
+	known := []string{"http", "https", "api", "api_token", "stop_hold", "shutdown_timeout", "auth_timeout", "notify_timeout", "log_level", "log_format", "node"}
+	a := d.attrs(b.Body, known, []string{"tls", "api_tls"})
 	s := &d.f.Server
 	d.str(a["http"], &s.HTTP)
 	d.str(a["api"], &s.API)
+	d.serverTLS(b, a)
 	d.duration(a["shutdown_timeout"], &s.ShutdownTimeout, 100*time.Millisecond, 10*time.Minute)
 	d.duration(a["auth_timeout"], &s.AuthTimeout, 10*time.Millisecond, time.Minute)
 	d.duration(a["notify_timeout"], &s.NotifyTimeout, 10*time.Millisecond, time.Minute)
@@ -454,6 +457,70 @@ func (d *decoder) server(b *hclsyntax.Block) {
 		d.errorf(a["log_format"].Expr.Range().Ptr(), "Invalid log format", "log_format = %q: use text or json.", s.LogFormat)
 	}
 	d.str(a["node"], &s.Node)
+	d.str(a["api_token"], &s.APIToken)
+	d.duration(a["stop_hold"], &s.StopHold, 0, 24*time.Hour)
+	d.apiExposure(b, a)
+}
+
+// serverTLS reads the server block's https attribute and its tls and
+// api_tls blocks. Each block goes with a listener: a tls block without
+// https, or https without a tls block, is an error rather than a listener
+// silently missing.
+func (d *decoder) serverTLS(b *hclsyntax.Block, a map[string]*hclsyntax.Attribute) {
+	s := &d.f.Server
+	d.str(a["https"], &s.HTTPS)
+	seen := map[string]*hcl.Range{}
+	for _, blk := range b.Body.Blocks {
+		if blk.Type != "tls" && blk.Type != "api_tls" {
+			continue
+		}
+		if prev := seen[blk.Type]; prev != nil {
+			d.errorf(blk.DefRange().Ptr(), "Duplicate block", "The server block has a %s block already, at %s.", blk.Type, prev)
+			continue
+		}
+		seen[blk.Type] = blk.DefRange().Ptr()
+		if !d.labels(blk, 0, 0, nil) {
+			continue
+		}
+		t := d.tlsBlock(blk)
+		if blk.Type == "tls" {
+			s.TLS = t
+		} else {
+			s.APITLS = t
+		}
+	}
+	switch {
+	case s.HTTPS != "" && seen["tls"] == nil:
+		d.errorf(a["https"].Expr.Range().Ptr(), "Missing tls block", "https = %q needs the certificate to present: add tls { cert_file = \"...\"  key_file = \"...\" } to the server block.", s.HTTPS)
+	case s.HTTPS == "" && seen["tls"] != nil:
+		d.errorf(seen["tls"], "Unused tls block", "The server block's tls block is the certificate of the HTTPS listener, which is off; set https = \":8443\", or remove the block.")
+	}
+	if s.API == "" && seen["api_tls"] != nil {
+		d.errorf(seen["api_tls"], "Unused api_tls block", "api_tls is the certificate of the API listener, which is off (api = \"\"); set api, or remove the block.")
+	}
+}
+
+// tlsBlock reads a tls block of the server block: cert_file and key_file,
+// both required.
+func (d *decoder) tlsBlock(blk *hclsyntax.Block) *TLS {
+	a := d.attrs(blk.Body, []string{"cert_file", "key_file"}, nil)
+	t := &TLS{}
+	for _, f := range []struct {
+		name string
+		dst  *string
+		rng  *hcl.Range
+	}{{"cert_file", &t.CertFile, &t.CertRange}, {"key_file", &t.KeyFile, &t.KeyRange}} {
+		attr := a[f.name]
+		if attr == nil {
+			d.errorf(blk.DefRange().Ptr(), "Missing "+f.name, "The %s block needs cert_file (the certificate chain, leaf first) and key_file (its private key), both PEM files.", blk.Type)
+			continue
+		}
+		if d.str(attr, f.dst) && *f.dst == "" {
+			d.errorf(attr.Expr.Range().Ptr(), "Invalid value", "%s names no file.", f.name)
+		}
+		*f.rng = attr.Expr.Range()
+	}
+	return t
 }
 
 // kindBlock reads the labels of a kind block: TYPE "KIND" ["NAME"].
@@ -637,11 +704,9 @@ func (f *File) DecodeBody(body hcl.Body, defRange hcl.Range, target any) hcl.Dia
 			detail := err.Error()
 			if fe, ok := err.(*FieldError); ok {
 				detail = fe.Attr + ": " + fe.Err.Error()
-				if sb, ok := body.(*hclsyntax.Body); ok {
-					if a := sb.Attributes[fe.Attr]; a != nil {
-						rng = a.Expr.Range()
-						detail = fe.Err.Error()
-					}
+				if r, ok := AttrRange(body, fe.Attr); ok {
+					rng = r
+					detail = fe.Err.Error()
 				}
 			}
 			diags = append(diags, &hcl.Diagnostic{
@@ -653,6 +718,37 @@ func (f *File) DecodeBody(body hcl.Body, defRange hcl.Range, target any) hcl.Dia
 		}
 	}
 	return diags
+}
+
+// AttrRange returns the range of the value of attribute attr in body, for
+// a diagnostic about it. attr may go through nested blocks, as a
+// *FieldError's Attr does: "tls.cert_file" is the cert_file of the body's
+// first tls block. It reports false when there is no such attribute.
+func AttrRange(body hcl.Body, attr string) (hcl.Range, bool) {
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return hcl.Range{}, false
+	}
+	for {
+		blockType, rest, nested := strings.Cut(attr, ".")
+		if !nested {
+			if a := sb.Attributes[attr]; a != nil {
+				return a.Expr.Range(), true
+			}
+			return hcl.Range{}, false
+		}
+		var next *hclsyntax.Body
+		for _, b := range sb.Blocks {
+			if b.Type == blockType {
+				next = b.Body
+				break
+			}
+		}
+		if next == nil {
+			return hcl.Range{}, false
+		}
+		sb, attr = next, rest
+	}
 }
 
 // Attributes lists the attribute names a gohcl-tagged struct accepts, for

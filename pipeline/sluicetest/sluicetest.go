@@ -51,9 +51,41 @@ func Fixture(name string) string { return filepath.Join(Root(), "testdata", name
 
 // Server is a running graph built from an in-memory pipeline.hcl.
 type Server struct {
+	// Graph is the build the server started with; after a Reload, Node's
+	// Graph is the one it serves.
 	Graph *pipeline.Graph
+	Node  *pipeline.Node
 	Logs  *LogBuffer
 	stop  func() error
+
+	kinds *pipeline.Kinds
+	rt    *pipeline.Runtime
+	opts  pipeline.BuildOptions
+}
+
+// Reload builds src against the running build and applies it (or, with
+// dryRun, only plans it), as a node's reload does. A file that does not
+// decode or build fails the test.
+func (s *Server) Reload(t testing.TB, src string, dryRun bool) (*pipeline.Plan, error) {
+	t.Helper()
+	f, diags := config.Parse("test.hcl", []byte(src), config.Options{Kinds: s.kinds})
+	if diags.HasErrors() {
+		var b bytes.Buffer
+		_ = config.WriteDiagnostics(&b, f.Files, diags, 78, false)
+		t.Fatalf("config:\n%s", b.String())
+	}
+	opts := s.opts
+	opts.Prev = s.Node.Graph()
+	g, diags := pipeline.BuildWith(f, s.kinds, s.rt, opts)
+	if diags.HasErrors() {
+		var b bytes.Buffer
+		_ = config.WriteDiagnostics(&b, f.Files, diags, 78, false)
+		t.Fatalf("build:\n%s", b.String())
+	}
+	if dryRun {
+		return s.Node.Plan(g), nil
+	}
+	return s.Node.Apply(g)
 }
 
 // Stop shuts the server down as SIGTERM would and returns what Run
@@ -61,9 +93,9 @@ type Server struct {
 func (s *Server) Stop() error { return s.stop() }
 
 // Addr returns the host:port the stage (a block address such as
-// "ingest.rtmp", or "server.http") is bound to.
+// "ingest.rtmp", or "server.http") is bound to, in the build served now.
 func (s *Server) Addr(stage string) string {
-	a := s.Graph.Addr(stage)
+	a := s.Node.Graph().Addr(stage)
 	if a == nil {
 		panic("sluicetest: stage " + stage + " has no address")
 	}
@@ -81,15 +113,28 @@ func Start(t testing.TB, kinds *pipeline.Kinds, src string) *Server {
 // StartWith is Start with build options, such as test authorizers.
 func StartWith(t testing.TB, kinds *pipeline.Kinds, src string, opts pipeline.BuildOptions) *Server {
 	t.Helper()
+	logs := &LogBuffer{}
+	return startGraph(t, kinds, src, opts, logs, io.MultiWriter(logs, testWriter{t}), nil)
+}
+
+// startGraph decodes src and builds it with kinds against a new runtime
+// (adjusted by runtime, when set, before the build), binds and runs it
+// until the test ends. The server logs to w; logs is the buffer the Server
+// exposes.
+func startGraph(t testing.TB, kinds *pipeline.Kinds, src string, opts pipeline.BuildOptions, logs *LogBuffer, w io.Writer, runtime func(*pipeline.Runtime)) *Server {
+	t.Helper()
 	f, diags := config.Parse("test.hcl", []byte(src), config.Options{Kinds: kinds})
 	if diags.HasErrors() {
 		var b bytes.Buffer
 		_ = config.WriteDiagnostics(&b, f.Files, diags, 78, false)
 		t.Fatalf("config:\n%s", b.String())
 	}
-	logs := &LogBuffer{}
-	log := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g, diags := pipeline.BuildWith(f, kinds, pipeline.NewRuntime(log, nil), opts)
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	rt := pipeline.NewRuntime(log, nil)
+	if runtime != nil {
+		runtime(rt)
+	}
+	g, diags := pipeline.BuildWith(f, kinds, rt, opts)
 	if diags.HasErrors() {
 		var b bytes.Buffer
 		_ = config.WriteDiagnostics(&b, f.Files, diags, 78, false)
@@ -100,7 +145,8 @@ func StartWith(t testing.TB, kinds *pipeline.Kinds, src string, opts pipeline.Bu
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
+	node := pipeline.NewNode(g)
+	go func() { done <- node.Run(ctx) }()
 	var once sync.Once
 	var runErr error
 	stop := func() error {
@@ -119,7 +165,7 @@ func StartWith(t testing.TB, kinds *pipeline.Kinds, src string, opts pipeline.Bu
 			t.Errorf("server stopped with: %v", err)
 		}
 	})
-	return &Server{Graph: g, Logs: logs, stop: stop}
+	return &Server{Graph: g, Node: node, Logs: logs, stop: stop, kinds: kinds, rt: rt, opts: opts}
 }
 
 // LogBuffer keeps what the server logged, for assertions.

@@ -230,6 +230,7 @@ type suite struct {
 // built is the stage under test in one build of the file.
 type built struct {
 	file     *config.File
+	graph    *pipeline.Graph
 	info     pipeline.StageInfo
 	shutdown time.Duration // server.shutdown_timeout
 }
@@ -263,7 +264,7 @@ func (s *suite) build(t testing.TB) *built {
 			if shutdown <= 0 {
 				shutdown = config.DefaultShutdownTimeout
 			}
-			b := &built{file: f, info: st, shutdown: shutdown}
+			b := &built{file: f, graph: g, info: st, shutdown: shutdown}
 			s.builds = append(s.builds, b)
 			return b
 		}
@@ -298,8 +299,9 @@ func render(f *config.File, diags hcl.Diagnostics) string {
 	return b.String()
 }
 
-// bind binds the stage if it is a Binder, and gives the hub the file's
-// pipelines, as Graph.Bind does.
+// bind binds the stage if it is a Binder, and makes the build the one the
+// runtime serves (the hub's pipelines, the gate's authorizers), as
+// Graph.Bind does.
 func (s *suite) bind(t testing.TB, b *built) {
 	t.Helper()
 	if bd, ok := b.info.Stage.(pipeline.Binder); ok {
@@ -307,7 +309,7 @@ func (s *suite) bind(t testing.TB, b *built) {
 			t.Fatalf("Bind: %v", err)
 		}
 	}
-	s.rt.Hub.SetResolver(pipeline.Resolve(b.file))
+	b.graph.Serve()
 }
 
 // start runs the stage alone with its routes, as the graph (and a reload)

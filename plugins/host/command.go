@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -43,9 +44,11 @@ var errNotRegular = errors.New("not a regular file")
 
 // newCmd returns the process for a resolved command: path is what
 // lookCommand returned; argv[0] stays the command as written, as a shell
-// would pass it.
-func newCmd(command, path string, args []string) *exec.Cmd {
-	cmd := exec.Command(path, args...)
+// would pass it. Ending ctx kills the process (SIGKILL), until it has been
+// waited for: it is the supervisor's handle on a process that go-plugin
+// holds, to cut a start that hangs and a stop that takes too long.
+func newCmd(ctx context.Context, command, path string, args []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Args[0] = command
 	return cmd
 }

@@ -1,29 +1,33 @@
 package host
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log"
 	"log/slog"
 	"strings"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
 )
 
-// hclogAdapter sends go-plugin's hclog lines, and through them the plugin's
-// stderr, to slog. go-plugin asks for a Named logger only to relay a
-// plugin's stderr; there, plain lines (which go-plugin logs at debug) are
-// raised to info, because whatever a plugin prints is meant to be read.
+// hclogAdapter sends go-plugin's own hclog lines to slog. go-plugin also
+// relays a plugin's stderr through a logger it asks for with Named(the
+// binary's base name); that one reports hclog.Off, so that go-plugin skips
+// its own parsing and logging of the lines (which has no bound on their
+// rate, and panics on a JSON line whose "@message" is not a string), and
+// the host logs them from ClientConfig.Stderr instead (outputWriter).
 type hclogAdapter struct {
-	log     *slog.Logger
-	name    string
-	stderr  bool
-	implied []any
+	log *slog.Logger
+	// stderrName is the name go-plugin gives the stderr relay's logger.
+	stderrName string
+	off        bool
+	name       string
+	implied    []any
 }
 
-func newHCLog(l *slog.Logger) hclog.Logger { return &hclogAdapter{log: l} }
+func newHCLog(l *slog.Logger, stderrName string) hclog.Logger {
+	return &hclogAdapter{log: l, stderrName: stderrName}
+}
 
 var levels = map[hclog.Level]slog.Level{
 	hclog.Trace: slog.LevelDebug - 4,
@@ -38,8 +42,12 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if !ok {
 		l = slog.LevelInfo
 	}
-	if a.stderr && level == hclog.Debug {
-		l = slog.LevelInfo
+	// The stderr relay still passes the pieces of a line longer than its
+	// buffer at debug, whatever its level says: those are the plugin's
+	// output, which the host logs from ClientConfig.Stderr. Only its own
+	// error (the pipe failed) gets through.
+	if a.off && level < hclog.Error {
+		return
 	}
 	ctx := context.Background()
 	if !a.log.Enabled(ctx, l) {
@@ -77,7 +85,9 @@ func (a *hclogAdapter) Info(msg string, args ...any)  { a.Log(hclog.Info, msg, a
 func (a *hclogAdapter) Warn(msg string, args ...any)  { a.Log(hclog.Warn, msg, args...) }
 func (a *hclogAdapter) Error(msg string, args ...any) { a.Log(hclog.Error, msg, args...) }
 
-func (a *hclogAdapter) enabled(l slog.Level) bool { return a.log.Enabled(context.Background(), l) }
+func (a *hclogAdapter) enabled(l slog.Level) bool {
+	return !a.off && a.log.Enabled(context.Background(), l)
+}
 
 func (a *hclogAdapter) IsTrace() bool { return a.enabled(slog.LevelDebug - 4) }
 func (a *hclogAdapter) IsDebug() bool { return a.enabled(slog.LevelDebug) }
@@ -95,9 +105,12 @@ func (a *hclogAdapter) With(args ...any) hclog.Logger {
 
 func (a *hclogAdapter) Name() string { return a.name }
 
+// Named returns a logger for a part of go-plugin; the stderr relay's is
+// off (see hclogAdapter).
 func (a *hclogAdapter) Named(name string) hclog.Logger {
 	c := *a
-	c.name, c.stderr = name, true
+	c.name = name
+	c.off = a.off || name == a.stderrName
 	return &c
 }
 
@@ -106,10 +119,13 @@ func (a *hclogAdapter) ResetNamed(name string) hclog.Logger { return a.Named(nam
 // SetLevel is ignored: the slog handler decides.
 func (a *hclogAdapter) SetLevel(hclog.Level) {}
 
-// GetLevel tells go-plugin the lowest level worth parsing out of a plugin's
-// JSON stderr lines.
+// GetLevel tells go-plugin the lowest level worth logging: hclog.Off for
+// the stderr relay, which then only copies the plugin's stderr to
+// ClientConfig.Stderr.
 func (a *hclogAdapter) GetLevel() hclog.Level {
 	switch {
+	case a.off:
+		return hclog.Off
 	case a.IsTrace():
 		return hclog.Trace
 	case a.IsDebug():
@@ -128,39 +144,6 @@ func (a *hclogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Lo
 
 func (a *hclogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
 	return lineWriter(func(line string) { a.Info(line) })
-}
-
-// stdioWriter logs what a plugin writes to its stdout or stderr once it
-// serves: go-plugin then carries both over gRPC instead of the pipes. Lines
-// are logged whole; a line longer than 64 KiB is logged in pieces.
-type stdioWriter struct {
-	mu   sync.Mutex
-	buf  []byte
-	emit func(string)
-}
-
-const maxLine = 64 << 10
-
-func (w *stdioWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.emit(strings.TrimRight(string(w.buf[:i]), "\r"))
-		w.buf = w.buf[i+1:]
-	}
-	if len(w.buf) > maxLine {
-		w.emit(string(w.buf))
-		w.buf = w.buf[:0]
-	}
-	if len(w.buf) == 0 {
-		w.buf = nil // let a large buffer go
-	}
-	return len(p), nil
 }
 
 // lineWriter logs each Write as one line per newline-separated part; the

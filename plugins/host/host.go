@@ -20,10 +20,28 @@ import (
 const StageAddress = "plugins"
 
 // Host owns every plugin of a deployment. It is a pipeline.Stage: Run starts
-// the processes and stops them all before it returns.
+// the processes and stops them all before it returns. It lives as long as
+// the process: a reload stages the file's plugin blocks (Stage) and the
+// host starts the new and changed plugins before it stops the old ones,
+// leaving unchanged ones running.
 type Host struct {
-	plugins map[string]*Plugin
-	log     *slog.Logger
+	log *slog.Logger
+	c   *counters
+
+	mu      sync.Mutex
+	plugins map[string]*Plugin // the plugins answering now, by name
+	ctx     context.Context    // Run's; nil before Run and after it
+	runs    map[*Plugin]*pluginRun
+	wg      sync.WaitGroup
+	// staged is the plugin set of a reload being built, so that the
+	// build's transcode blocks find plugins that are not running yet.
+	staged map[string]*Plugin
+}
+
+// pluginRun is one plugin's supervisor goroutine.
+type pluginRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // New decodes every plugin block of f and checks that each command resolves
@@ -34,8 +52,14 @@ func New(f *config.File, log *slog.Logger, m *pipeline.Metrics) (*Host, hcl.Diag
 	if m == nil {
 		m = pipeline.NewMetrics()
 	}
-	h := &Host{plugins: map[string]*Plugin{}, log: log.With("stage", StageAddress)}
-	c := newCounters(m)
+	h := &Host{log: log.With("stage", StageAddress), c: newCounters(m), runs: map[*Plugin]*pluginRun{}}
+	plugins, diags := h.decode(f)
+	h.plugins = plugins
+	return h, diags
+}
+
+func (h *Host) decode(f *config.File) (map[string]*Plugin, hcl.Diagnostics) {
+	plugins := map[string]*Plugin{}
 	var diags hcl.Diagnostics
 	for _, b := range f.Plugins {
 		var cfg Config
@@ -50,46 +74,97 @@ func New(f *config.File, log *slog.Logger, m *pipeline.Metrics) (*Host, hcl.Diag
 			diags = append(diags, commandDiagnostic(cfg.Command, path, err, attrRange(b.Body, "command", b.DefRange)))
 			continue
 		}
-		h.plugins[b.Name] = newPlugin(b.Name, cfg, log.With("stage", StageAddress, "plugin", b.Name), c)
+		plugins[b.Name] = newPlugin(b.Name, cfg, h.log.With("plugin", b.Name), h.c)
 	}
-	return h, diags
+	return plugins, diags
 }
 
-// Plugin returns the plugin declared as name, nil if there is none.
-func (h *Host) Plugin(name string) *Plugin { return h.plugins[name] }
+// Plugin returns the plugin declared as name, nil if there is none. During
+// a reload's build it answers for the file being built.
+func (h *Host) Plugin(name string) *Plugin {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.staged != nil {
+		return h.staged[name]
+	}
+	return h.plugins[name]
+}
+
+// current returns the plugin answering as name now.
+func (h *Host) current(name string) *Plugin {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.plugins[name]
+}
 
 // Authorizer returns the authorizer of plugin name (auth = plugin.NAME),
 // nil if the file declares no such plugin. It makes the host the graph's
-// pipeline.Plugins provider.
+// pipeline.Plugins provider. The gate asks at every decision, so a
+// decision after a reload reaches the reloaded plugin.
 func (h *Host) Authorizer(name string) pipeline.Authorizer {
-	if p := h.plugins[name]; p != nil {
+	if p := h.current(name); p != nil {
 		return p
 	}
 	return nil
 }
 
 // Len returns how many plugins the host runs.
-func (h *Host) Len() int { return len(h.plugins) }
+func (h *Host) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.plugins)
+}
 
 // Run starts every plugin and supervises it until ctx ends, then stops the
 // processes and returns nil once all of them are gone.
 func (h *Host) Run(ctx context.Context) error {
+	h.mu.Lock()
+	h.ctx = ctx
 	names := make([]string, 0, len(h.plugins))
 	for n := range h.plugins {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	var wg sync.WaitGroup
 	for _, n := range names {
-		wg.Go(func() { h.plugins[n].run(ctx) })
+		h.launch(h.plugins[n])
 	}
-	wg.Wait()
+	h.mu.Unlock()
+	<-ctx.Done()
+	h.mu.Lock()
+	h.ctx = nil
+	h.mu.Unlock()
+	h.wg.Wait()
 	return nil
+}
+
+// launch starts p's supervisor under the host's context. Called with h.mu
+// held, while Run runs.
+func (h *Host) launch(p *Plugin) {
+	ctx, cancel := context.WithCancel(h.ctx)
+	r := &pluginRun{cancel: cancel, done: make(chan struct{})}
+	h.runs[p] = r
+	h.wg.Go(func() {
+		defer close(r.done)
+		defer cancel()
+		p.run(ctx)
+	})
+}
+
+// stopPlugin stops p's process and waits until it is gone.
+func (h *Host) stopPlugin(p *Plugin) {
+	h.mu.Lock()
+	r := h.runs[p]
+	delete(h.runs, p)
+	h.mu.Unlock()
+	if r != nil {
+		r.cancel()
+		<-r.done
+	}
 }
 
 // counters are the host's metrics, labelled by plugin.
 type counters struct {
-	callVec, notifyVec, restartVec, startFailVec, transcodeVec *pipeline.CounterVec
+	callVec, notifyVec, restartVec, startFailVec, transcodeVec, logDropVec *pipeline.CounterVec
 }
 
 func newCounters(m *pipeline.Metrics) *counters {
@@ -99,6 +174,7 @@ func newCounters(m *pipeline.Metrics) *counters {
 		restartVec:   m.Counter("sluice_plugin_restarts_total", "Plugin processes restarted after they died or failed a health check.", "plugin"),
 		startFailVec: m.Counter("sluice_plugin_start_failures_total", "Plugin processes that failed to start.", "plugin"),
 		transcodeVec: m.Counter("sluice_plugin_transcode_calls_total", "Transcode hook calls by plugin, hook (stream_started, stream_ended) and result.", "plugin", "hook", "result"),
+		logDropVec:   m.Counter("sluice_plugin_log_lines_dropped_total", "Lines a plugin printed (stdout and stderr) that were left out of the log by its rate limit.", "plugin"),
 	}
 }
 
@@ -116,6 +192,7 @@ func (c *counters) restarts(plugin string) *pipeline.Counter { return c.restartV
 func (c *counters) startFailures(plugin string) *pipeline.Counter {
 	return c.startFailVec.With(plugin)
 }
+func (c *counters) logDropped(plugin string) *pipeline.Counter { return c.logDropVec.With(plugin) }
 
 var _ pipeline.Stage = (*Host)(nil)
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/config"
 	"github.com/sluice-media/sluice/pipeline/sluicetest"
+	"github.com/sluice-media/sluice/pipeline/sluicetest/leakcheck"
 )
 
 // binDir holds the plugin binaries the tests build, once per run.
@@ -36,7 +38,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// Goroutines outliving the tests fail the package, as leakcheck.Main
+	// does: every plugin's supervisor, and what go-plugin runs for it, is
+	// gone once the host's Run has returned.
+	before := runtime.NumGoroutine()
 	code := m.Run()
+	if code == 0 {
+		http.DefaultClient.CloseIdleConnections()
+		if err := leakcheck.Check(before, 5*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -67,6 +80,9 @@ type testHost struct {
 	logs    *sluicetest.LogBuffer
 	metrics *pipeline.Metrics
 	stop    func()
+	// stopTook is how long Run took to return after the cancel, once stop
+	// has run.
+	stopTook time.Duration
 }
 
 func startHost(t *testing.T, src string) *testHost {
@@ -95,9 +111,11 @@ func startHost(t *testing.T, src string) *testHost {
 					pids = append(pids, pid)
 				}
 			}
+			begin := time.Now()
 			cancel()
 			select {
 			case <-done:
+				th.stopTook = time.Since(begin)
 			case <-time.After(10 * time.Second):
 				t.Errorf("host did not stop within 10s")
 			}

@@ -99,19 +99,31 @@ func Register(k *pipeline.Kinds) {
 		h, _ := env.Plugins.(*Host)
 		var p *Plugin
 		if h != nil {
-			p = h.plugins[cfg.Plugin]
+			p = h.Plugin(cfg.Plugin)
 		}
 		if p == nil {
 			return nil, fmt.Errorf("plugin = %q, but no plugin %q block is declared", cfg.Plugin, cfg.Plugin)
 		}
-		return &transcodeStage{cfg: cfg, env: env, plugin: p}, nil
+		return &transcodeStage{cfg: cfg, env: env, host: h, built: p}, nil
 	})
 }
 
 type transcodeStage struct {
-	cfg    *TranscodeConfig
-	env    pipeline.Env
-	plugin *Plugin
+	cfg  *TranscodeConfig
+	env  pipeline.Env
+	host *Host
+	// built is the plugin the stage was built with, used while a reload
+	// that removes it stops this stage too.
+	built *Plugin
+}
+
+// plugin returns the plugin that answers now: a reload that changes the
+// plugin block swaps it under a running transcode.
+func (t *transcodeStage) plugin() *Plugin {
+	if p := t.host.current(t.cfg.Plugin); p != nil {
+		return p
+	}
+	return t.built
 }
 
 // rendition reports whether path is a result of this transcode.
@@ -164,7 +176,7 @@ func (t *transcodeStage) Run(ctx context.Context) error {
 // follow sends StreamStarted for s, waits for its end (or the server's),
 // and sends StreamEnded.
 func (t *transcodeStage) follow(ctx context.Context, s *pipeline.Stream) {
-	log := t.env.Log.With("stream", s.Path(), "plugin", t.plugin.name)
+	log := t.env.Log.With("stream", s.Path(), "plugin", t.plugin().name)
 	base, err := t.base()
 	if err != nil {
 		log.Error("cannot transcode", "err", err)
@@ -187,7 +199,7 @@ func (t *transcodeStage) follow(ctx context.Context, s *pipeline.Stream) {
 	case <-ctx.Done():
 	}
 	// Told even when the server stops, so the plugin can stop its work.
-	end, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.plugin.cfg.timeout)
+	end, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.plugin().cfg.timeout)
 	defer cancel()
 	_ = t.call(end, log, "stream_ended", func(c context.Context, conn *pluginv1.Conn) error {
 		_, err := conn.Transcode.StreamEnded(c, ev)
@@ -197,9 +209,9 @@ func (t *transcodeStage) follow(ctx context.Context, s *pipeline.Stream) {
 }
 
 func (t *transcodeStage) call(ctx context.Context, log *slog.Logger, hook string, f func(context.Context, *pluginv1.Conn) error) error {
-	ctx, cancel := context.WithTimeout(ctx, t.plugin.cfg.timeout)
+	ctx, cancel := context.WithTimeout(ctx, t.plugin().cfg.timeout)
 	defer cancel()
-	conn, err := t.plugin.connFor(ctx)
+	conn, err := t.plugin().connFor(ctx)
 	if err == nil {
 		err = f(ctx, conn)
 	}
@@ -208,7 +220,7 @@ func (t *transcodeStage) call(ctx context.Context, log *slog.Logger, hook string
 		result = "error"
 		log.Warn("transcode plugin call failed", "hook", hook, "err", err)
 	}
-	t.plugin.m.transcodes(t.plugin.name, hook, result).Inc()
+	t.plugin().m.transcodes(t.plugin().name, hook, result).Inc()
 	return err
 }
 

@@ -6,6 +6,7 @@
 package leakcheck
 
 import (
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -17,11 +18,14 @@ import (
 
 // Main runs the tests and, if they pass, waits up to five seconds for the
 // goroutine count to fall back to where it started; if it does not, it
-// prints every goroutine's stack and exits 1.
+// prints every goroutine's stack and exits 1. A fuzzing run (-fuzz) is not
+// checked: the fuzzing engine keeps goroutines of its own (a signal
+// handler), and a fuzz target checks each of its inputs itself
+// (sluicetest.Server.Input).
 func Main(m *testing.M) {
 	before := runtime.NumGoroutine()
 	code := m.Run()
-	if code == 0 {
+	if code == 0 && !fuzzing() {
 		// The tests' own HTTP clients keep idle connections; they are not
 		// the code under test's.
 		http.DefaultClient.CloseIdleConnections()
@@ -48,4 +52,11 @@ func Check(before int, timeout time.Duration) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// fuzzing reports whether the test binary runs a fuzz target's fuzzing
+// (go test -fuzz), rather than its seed corpus as a test.
+func fuzzing() bool {
+	f := flag.Lookup("test.fuzz")
+	return f != nil && f.Value.String() != ""
 }

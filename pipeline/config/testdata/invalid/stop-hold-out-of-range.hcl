@@ -1,0 +1,3 @@
+server {
+  stop_hold = "-1s"
+}
