@@ -75,9 +75,9 @@ func bodyFields(f *config.File, body hcl.Body) fields {
 		return out
 	}
 	for name, a := range attrs {
-		val, d := a.Expr.Value(f.EvalContext)
+		val, d := a.Expr.Value(evalContext(f))
 		if d.HasErrors() {
-			out[name] = string(a.Expr.Range().SliceBytes(f.Files[a.Expr.Range().Filename].Bytes))
+			out[name] = sourceText(f, a.Expr.Range())
 			continue
 		}
 		out[name] = ctyText(val)
@@ -102,9 +102,9 @@ func valueText(f *config.File, v reflect.Value) string {
 		if x == nil {
 			return "null"
 		}
-		val, d := x.Value(f.EvalContext)
+		val, d := x.Value(evalContext(f))
 		if d.HasErrors() {
-			return string(x.Range().SliceBytes(f.Files[x.Range().Filename].Bytes))
+			return sourceText(f, x.Range())
 		}
 		return ctyText(val)
 	}
@@ -113,6 +113,29 @@ func valueText(f *config.File, v reflect.Value) string {
 		return fmt.Sprintf("%#v", v.Interface())
 	}
 	return string(b)
+}
+
+func evalContext(f *config.File) *hcl.EvalContext {
+	if f == nil {
+		return nil
+	}
+	return f.EvalContext
+}
+
+// sourceText is the text of rng in f, for an expression that does not
+// evaluate on its own.
+func sourceText(f *config.File, rng hcl.Range) string {
+	if f == nil || f.Files[rng.Filename] == nil {
+		return rng.String()
+	}
+	return string(rng.SliceBytes(f.Files[rng.Filename].Bytes))
+}
+
+// ConfigDiff lists the attributes that differ between two decodings of a
+// block (gohcl-tagged structs with plain values), by the names the file
+// uses: what a reload's plan shows for a changed block.
+func ConfigDiff(old, nw any) []FieldChange {
+	return configFields(nil, nw).diff(configFields(nil, old))
 }
 
 // ctyText renders a value the kind keeps as cty (a match list, a plugin's

@@ -285,4 +285,28 @@ func TestNodeReload(t *testing.T) {
 	if n := len(srv.Logs.Lines("reload: stage retiring")); n != 2 {
 		t.Errorf("%d retiring lines, want 2 (the output, the echo ingest)", n)
 	}
+
+	// A pipeline removed ends its streams.
+	hub := srv.Node.Graph().Hub
+	pub, err := hub.Publish("other/x", pipeline.ClientInfo{Proto: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	st := hub.Stream("other/x")
+	plan, err = srv.Reload(t, strings.Replace(nodeConf(echoAddr, "bonjour", false), echoAddr, moved, 1), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Changes) != 1 || plan.Changes[0].Address != "pipeline.other" || plan.Changes[0].Action != "remove" || plan.Changes[0].Sessions != 1 {
+		t.Fatalf("plan of the removal: %+v", plan.Changes)
+	}
+	select {
+	case <-st.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removed pipeline's stream did not end")
+	}
+	if hub.Stream("other/x") != nil {
+		t.Error("the removed pipeline's stream is still in the hub")
+	}
 }

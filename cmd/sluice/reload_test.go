@@ -37,6 +37,8 @@ type reloadConf struct {
 	flvTimeout string
 	otherGOP   int
 	record     string
+	// otherFLV adds an HTTP-FLV output to the unrelated pipeline.
+	otherFLV bool
 }
 
 func (c reloadConf) String() string {
@@ -48,7 +50,11 @@ func (c reloadConf) String() string {
 	if c.record != "" {
 		fmt.Fprintf(&b, "  record \"flv\" {\n    path = %q\n  }\n", c.record)
 	}
-	fmt.Fprintf(&b, "}\npipeline \"other\" {\n  match = [\"other/*\"]\n  gop_cache = %d\n  output \"http_flv\" {}\n}\n", c.otherGOP)
+	fmt.Fprintf(&b, "}\npipeline \"other\" {\n  match = [\"other/*\"]\n  gop_cache = %d\n", c.otherGOP)
+	if c.otherFLV {
+		b.WriteString("  output \"http_flv\" {}\n")
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 
@@ -391,10 +397,10 @@ func TestReloadAtLoad(t *testing.T) {
 	}
 	playing(50, "before the reload")
 
-	// The plan: add a recorder to live, change the HTTP-FLV output of
-	// live, change the unrelated pipeline other.
+	// The plan: add an output to the unrelated pipeline other and change
+	// its settings, add a recorder to live, change live's HTTP-FLV output.
 	next := conf
-	next.flvTimeout, next.otherGOP, next.record = "15s", 2, filepath.Join(dir, "rec", "{name}.flv")
+	next.flvTimeout, next.otherGOP, next.record, next.otherFLV = "15s", 2, filepath.Join(dir, "rec", "{name}.flv"), true
 	write(next)
 	var out, errb bytes.Buffer
 	if code := run([]string{"validate", "--diff", file}, &out, &errb); code != 0 {
@@ -402,7 +408,7 @@ func TestReloadAtLoad(t *testing.T) {
 	}
 	diff := out.String()
 	t.Logf("validate --diff printed:\n%s", diff)
-	want := []string{"+ pipeline.live.record.flv", "~ pipeline.live.output.http_flv", "~ pipeline.other"}
+	want := []string{"+ pipeline.live.record.flv", "+ pipeline.other.output.http_flv", "~ pipeline.live.output.http_flv", "~ pipeline.other"}
 	if got := planLines(diff); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("plan lines = %q, want %q", got, want)
 	}
@@ -439,6 +445,28 @@ func TestReloadAtLoad(t *testing.T) {
 		return err == nil && st.Size() > 10000
 	}, "the added recorder wrote nothing")
 	playing(50, "after the reload")
+	// The output that was added serves.
+	other := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+		"-f", "lavfi", "-i", "testsrc=size=160x90:rate=25", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25",
+		"-t", "20", "-f", "flv", fmt.Sprintf("rtmp://127.0.0.1:%d/other/x", conf.rtmp))
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	var otherFrames int
+	sluicetest.Eventually(t, 15*time.Second, func() bool {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer rcancel()
+		otherFrames = 0
+		_ = flvget.Read(rctx, nil, fmt.Sprintf("http://127.0.0.1:%d/other/x.flv", conf.http), func(f flvget.Frame) error {
+			if otherFrames++; otherFrames >= 25 {
+				rcancel()
+			}
+			return nil
+		})
+		return otherFrames >= 25
+	}, "the HTTP-FLV output added to pipeline other does not serve")
+	_ = other.Process.Kill()
 
 	// An invalid file is refused, and nothing changes.
 	if err := os.WriteFile(file, []byte("server {\n  htp = 1\n}\n"), 0o644); err != nil {
@@ -455,6 +483,15 @@ func TestReloadAtLoad(t *testing.T) {
 	n.getJSON(t, "/api/v1/node", &info)
 	if info.ConfigHash != hash[1] || info.LastReload.Result != "invalid" {
 		t.Errorf("after the invalid file: hash %s (want %s), last reload %+v", info.ConfigHash, hash[1], info.LastReload)
+	}
+	metrics, err := get(ctx, n.api+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`sluice_reloads_total{result="applied"} 1`, `sluice_reloads_total{result="invalid"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	// The RTMP listener moves: the new port serves, the old one is closed,

@@ -39,7 +39,9 @@ type Config struct {
 	// HealthInterval is how often the plugin is pinged; a failed ping
 	// restarts it.
 	HealthInterval string `hcl:"health_interval,optional"`
-	// StartTimeout bounds the start of the process up to its handshake.
+	// StartTimeout bounds the start of the process up to its handshake,
+	// and its stop: a plugin that has not exited this long after it was
+	// asked to is killed.
 	StartTimeout string `hcl:"start_timeout,optional"`
 
 	timeout, cache, health, start time.Duration

@@ -61,7 +61,7 @@ func (h *Host) Stage(f *config.File) (*Update, hcl.Diagnostics) {
 		case configText(old.cfg) == configText(nw.cfg):
 			next[n] = old // unchanged: keep the running process
 		default:
-			u.changes = append(u.changes, pipeline.Change{Address: addr, Action: "change", Fields: fieldChanges(old.cfg, nw.cfg),
+			u.changes = append(u.changes, pipeline.Change{Address: addr, Action: "change", Fields: pipeline.ConfigDiff(&old.cfg, &nw.cfg),
 				Effect: "a new process starts and takes new decisions; the old one stops once the new one is up"})
 			u.retired = append(u.retired, old)
 		}
@@ -155,20 +155,4 @@ func hashOf(plugins map[string]*Plugin) string {
 func configText(c Config) string {
 	b, _ := json.Marshal(c)
 	return string(b)
-}
-
-func fieldChanges(old, nw Config) []pipeline.FieldChange {
-	var o, n map[string]any
-	_ = json.Unmarshal([]byte(configText(old)), &o)
-	_ = json.Unmarshal([]byte(configText(nw)), &n)
-	var out []pipeline.FieldChange
-	for k := range n {
-		ob, _ := json.Marshal(o[k])
-		nb, _ := json.Marshal(n[k])
-		if string(ob) != string(nb) {
-			out = append(out, pipeline.FieldChange{Name: k, Old: string(ob), New: string(nb)})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
 }

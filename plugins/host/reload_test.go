@@ -58,7 +58,7 @@ func TestReloadSwapsPlugin(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	if c := u.Changes(); len(c) != 1 || c[0].Address != "plugin.tokens" || c[0].Action != "change" || len(c[0].Fields) != 1 || c[0].Fields[0].Name != "Env" {
+	if c := u.Changes(); len(c) != 1 || c[0].Address != "plugin.tokens" || c[0].Action != "change" || len(c[0].Fields) != 1 || c[0].Fields[0].Name != "env" {
 		t.Fatalf("changes = %+v", c)
 	}
 	u.Start(context.Background())
