@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-media/sluice/pipeline/config"
 )
 
 // Default bounds of the admission path, used when server sets none.
@@ -73,6 +75,7 @@ const (
 	ReasonLoop        = "loop"         // the request came back around a relay loop
 	ReasonStopped     = "stopped"      // the stream was stopped by an operator
 	ReasonUnsupported = "unsupported"  // the stream cannot be served in this form
+	ReasonLimit       = "limit"        // one of the server's limits (max_streams, ...) is reached
 	ReasonInternal    = "server_error" // an unexpected failure
 )
 
@@ -114,6 +117,8 @@ func reasonOf(err error) string {
 		return ReasonStopped
 	case errors.Is(err, ErrDenied):
 		return ReasonDenied
+	case errors.Is(err, ErrTooManyStreams), errors.Is(err, ErrTooManyPublishers), errors.Is(err, ErrTooManyPulls):
+		return ReasonLimit
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return ReasonCanceled
 	}
@@ -135,7 +140,7 @@ func (r *Refusal) HTTPStatus() int {
 		return http.StatusNotFound
 	case ReasonUnavailable:
 		return http.StatusBadGateway
-	case ReasonShutdown:
+	case ReasonShutdown, ReasonLimit:
 		return http.StatusServiceUnavailable
 	case ReasonCanceled:
 		// The client is gone; nginx's 499 would be as good, but a
@@ -192,6 +197,10 @@ type Gate struct {
 	m    gateMetrics
 	// reg holds the open sessions and the stopped paths (clients.go).
 	reg registry
+	// hits counts the limits clients hit, pubs the publishers of each
+	// client address (limits.go).
+	hits *limitHits
+	pubs publishers
 }
 
 type gateMetrics struct {
@@ -214,6 +223,9 @@ type GateOptions struct {
 	AuthTimeout time.Duration
 	// NotifyTimeout bounds each unpublish/stop notification.
 	NotifyTimeout time.Duration
+	// Limits are the server's limits (the limits block); the zero value
+	// bounds no count and takes the default of every size and time.
+	Limits config.Limits
 }
 
 // NewGate returns the admission path over hub.
@@ -228,6 +240,7 @@ func NewGate(hub *Hub, m *Metrics, o GateOptions) *Gate {
 			received: m.Counter("sluice_received_bytes_total", "Media bytes received from publishers, by protocol.", "proto"),
 			active:   m.Gauge("sluice_sessions", "Publish and play sessions open, by protocol and role.", "proto", "role"),
 		},
+		hits: newLimitHits(m),
 	}
 	g.Update(o)
 	return g
@@ -242,6 +255,8 @@ func (g *Gate) Update(o GateOptions) {
 	if o.NotifyTimeout <= 0 {
 		o.NotifyTimeout = DefaultNotifyTimeout
 	}
+	o.Limits = limitDefaults(o.Limits)
+	g.hub.setLimits(o.Limits.MaxStreams, o.Limits.MaxPulls)
 	g.conf.Store(&o)
 }
 
@@ -315,11 +330,20 @@ func (g *Gate) Publish(ctx context.Context, req Request) (*Publisher, error) {
 	if err := g.Check(ctx, ActionPublish, req); err != nil {
 		return nil, err
 	}
+	lim := g.Limits()
+	release, err := g.pubs.take(req.Client.Remote, &lim)
+	if err != nil {
+		g.CountLimit(LimitPublishersPerIP)
+		return nil, g.refused(req, RolePublish, RefusalOf(fmt.Errorf("publish %s: %w", req.Path, err)))
+	}
 	pub, err := g.hub.Publish(req.Path, req.Client)
 	if err != nil {
+		release()
+		g.countAdmissionLimit(err)
 		return nil, g.refused(req, RolePublish, RefusalOf(fmt.Errorf("publish %s: %w", req.Path, err)))
 	}
 	pub.sess = g.open(ctx, req, RolePublish, ActionUnpublish, pub.s)
+	pub.sess.release = release
 	return pub, nil
 }
 
@@ -334,10 +358,22 @@ func (g *Gate) Play(ctx context.Context, req Request) (*Reader, error) {
 	}
 	rd, err := g.hub.Play(ctx, req.Path, req.Client)
 	if err != nil {
+		g.countAdmissionLimit(err)
 		return nil, g.refused(req, RolePlay, RefusalOf(fmt.Errorf("play %s: %w", req.Path, err)))
 	}
 	rd.sess = g.open(ctx, req, RolePlay, ActionStop, rd.s)
 	return rd, nil
+}
+
+// countAdmissionLimit counts the limit the hub's error names, if any. The
+// protocol logs the refusal, whose error names the limit.
+func (g *Gate) countAdmissionLimit(err error) {
+	switch {
+	case errors.Is(err, ErrTooManyStreams):
+		g.CountLimit(LimitStreams)
+	case errors.Is(err, ErrTooManyPulls):
+		g.CountLimit(LimitPulls)
+	}
 }
 
 func (g *Gate) refused(req Request, role Role, r *Refusal) *Refusal {
@@ -399,6 +435,9 @@ type session struct {
 	mu     sync.Mutex
 	cut    func() // how the protocol ends the session; nil: it cannot be kicked
 	kicked string // the cause of a kick, "" if none
+	// release gives back the publisher's place under
+	// max_publishers_per_ip; nil for players.
+	release func()
 }
 
 // add counts n bytes of the session.
@@ -427,6 +466,9 @@ func (s *session) finish(cause string) {
 	s.cut = nil
 	s.mu.Unlock()
 	s.g.reg.remove(s)
+	if s.release != nil {
+		s.release()
+	}
 	if s.role == RolePlay && s.stream != nil {
 		s.stream.sent.Add(s.n.Load())
 	}

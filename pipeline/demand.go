@@ -151,10 +151,22 @@ func (dm *Demand) Readers() int64 { return dm.s.readers.Load() }
 // err), and the next player demands it anew. The source should return after
 // calling it.
 func (dm *Demand) Fail(err error) {
-	h := dm.s.hub
+	s := dm.s
+	h := s.hub
 	h.mu.Lock()
-	if dm.s.demand == dm {
-		dm.s.demand = nil
+	if s.demand == dm {
+		s.demand = nil
+		if dm.timer != nil {
+			dm.timer.Stop()
+			dm.timer = nil
+		}
+		// The last waiting player left while the source was trying
+		// (its linger timer, stopped above, would have found no demand
+		// to release): nothing else will forget a stream that never
+		// came, and names asked for once must not stay in the table.
+		if s.readers.Load() == 0 && h.streams[s.path] == s && s.idle() {
+			delete(h.streams, s.path)
+		}
 	}
 	h.mu.Unlock()
 	dm.failO.Do(func() {
@@ -164,24 +176,36 @@ func (dm *Demand) Fail(err error) {
 	dm.stop()
 }
 
-func (dm *Demand) stop() { dm.once.Do(func() { close(dm.done) }) }
+// stop closes Done, once, and gives back the demand's place under
+// max_pulls.
+func (dm *Demand) stop() {
+	dm.once.Do(func() {
+		dm.s.hub.pulls.Add(-1)
+		close(dm.done)
+	})
+}
 
 // demand starts a Demand for s if its pipeline has an on-demand source and
 // nobody publishes or demands it yet. It returns the channel a waiting
-// player also selects on (closed when the demand fails), nil if none. The
-// caller holds the hub lock.
-func (h *Hub) demand(s *Stream, info ClientInfo) (failed <-chan struct{}, dm *Demand) {
+// player also selects on (closed when the demand fails), nil if none, and
+// ErrTooManyPulls when max_pulls demands run already. The caller holds the
+// hub lock.
+func (h *Hub) demand(s *Stream, info ClientInfo) (failed <-chan struct{}, dm *Demand, err error) {
 	if s.demand != nil {
-		return s.demand.failed, s.demand
+		return s.demand.failed, s.demand, nil
 	}
 	feed := h.demands[s.opts.Pipeline]
 	if feed == nil || !s.idle() {
-		return nil, nil
+		return nil, nil, nil
 	}
+	if m := h.maxPulls.Load(); m > 0 && h.pulls.Load() >= m {
+		return nil, nil, fmt.Errorf("%w: max_pulls (%d) reached", ErrTooManyPulls, m)
+	}
+	h.pulls.Add(1)
 	dm = &Demand{Path: s.path, Client: info, s: s, linger: feed.linger, done: make(chan struct{}), failed: make(chan struct{})}
 	s.demand = dm
 	feed.push(dm)
-	return dm.failed, dm
+	return dm.failed, dm, nil
 }
 
 // readerJoined stops a demand's linger: a reader is back. The caller holds

@@ -34,9 +34,10 @@ type Graph struct {
 	resolver Resolver
 	gateOpts GateOptions
 	// pipes holds each pipeline's own attributes (match, auth, gop_cache,
-	// ...), for a reload's plan.
-	pipes map[string]fields
-	bound bool
+	// ...), for a reload's plan; limits the server's limits block.
+	pipes  map[string]fields
+	limits fields
+	bound  bool
 }
 
 type namedStage struct {
@@ -113,7 +114,7 @@ type BuildOptions struct {
 func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*Graph, hcl.Diagnostics) {
 	log := rt.Log
 	g := &Graph{Hub: rt.Hub, HTTP: rt.HTTP, Metrics: rt.Metrics, Gate: rt.Gate, rt: rt, log: log, file: f,
-		server: f.Server, resolver: Resolve(f), pipes: map[string]fields{}}
+		server: f.Server, resolver: Resolve(f), pipes: map[string]fields{}, limits: limitFields(f.Server.Limits)}
 	pipes := map[string]*config.Pipeline{}
 	for _, p := range f.Pipelines {
 		pipes[p.Name] = p
@@ -131,7 +132,7 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 	// The gate is the runtime's; the build's options apply once it is
 	// bound (a first start) or applied (a reload).
 	g.gateOpts = GateOptions{Auth: auth, Node: f.Server.Node,
-		AuthTimeout: f.Server.AuthTimeout, NotifyTimeout: f.Server.NotifyTimeout}
+		AuthTimeout: f.Server.AuthTimeout, NotifyTimeout: f.Server.NotifyTimeout, Limits: f.Server.Limits}
 	var diags hcl.Diagnostics
 	add := func(b *config.KindBlock, p *config.Pipeline) {
 		entry := kinds.byType[b.TypePath()][b.Kind]
@@ -225,29 +226,29 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		}
 	}
 	if f.Server.HTTP != "" {
-		fs := fields{"http": f.Server.HTTP, "shutdown_timeout": f.Server.ShutdownTimeout.String()}
+		fs := httpFields(f.Server.Limits, fields{"http": f.Server.HTTP, "shutdown_timeout": f.Server.ShutdownTimeout.String()})
 		if !g.reuse(opts.Prev, "server.http", fs) {
-			g.stages = append(g.stages, namedStage{addr: "server.http", fields: fs, stage: newHTTPStage(f.Server.HTTP, rt, log.With("stage", "server.http"), g.shutdownTimeout())})
+			g.stages = append(g.stages, namedStage{addr: "server.http", fields: fs, stage: newHTTPStage(f.Server.HTTP, rt, log.With("stage", "server.http"), g.shutdownTimeout(), f.Server.Limits)})
 		}
 	}
 	if t := f.Server.TLS; f.Server.HTTPS != "" && t != nil {
-		fs := fields{"https": f.Server.HTTPS, "cert_file": t.CertFile, "key_file": t.KeyFile, "shutdown_timeout": f.Server.ShutdownTimeout.String()}
+		fs := httpFields(f.Server.Limits, fields{"https": f.Server.HTTPS, "cert_file": t.CertFile, "key_file": t.KeyFile, "shutdown_timeout": f.Server.ShutdownTimeout.String()})
 		if !g.reuse(opts.Prev, "server.https", fs) {
 			hlog := log.With("stage", "server.https")
 			if cfg, d := serverBlockTLS(t, "server.https", rt.Metrics, hlog, "h2", "http/1.1"); d != nil {
 				diags = append(diags, d)
 			} else {
-				g.stages = append(g.stages, namedStage{addr: "server.https", fields: fs, stage: newHTTPSStage(f.Server.HTTPS, cfg, rt, hlog, g.shutdownTimeout())})
+				g.stages = append(g.stages, namedStage{addr: "server.https", fields: fs, stage: newHTTPSStage(f.Server.HTTPS, cfg, rt, hlog, g.shutdownTimeout(), f.Server.Limits)})
 			}
 		}
 	}
 	if f.Server.API != "" {
-		fs := fields{"api": f.Server.API, "shutdown_timeout": f.Server.ShutdownTimeout.String()}
+		fs := httpFields(f.Server.Limits, fields{"api": f.Server.API, "shutdown_timeout": f.Server.ShutdownTimeout.String()})
 		if t := f.Server.APITLS; t != nil {
 			fs["api_tls.cert_file"], fs["api_tls.key_file"] = t.CertFile, t.KeyFile
 		}
 		if !g.reuse(opts.Prev, "server.api", fs) {
-			api := &apiStage{addr: f.Server.API, rt: rt, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout(), detailers: rt.detailers}
+			api := &apiStage{addr: f.Server.API, rt: rt, hub: rt.Hub, metrics: rt.Metrics, log: log.With("stage", "server.api"), timeout: g.shutdownTimeout(), detailers: rt.detailers, limits: f.Server.Limits}
 			var d *hcl.Diagnostic
 			if t := f.Server.APITLS; t != nil {
 				api.tls, d = serverBlockTLS(t, "server.api", rt.Metrics, api.log, "h2", "http/1.1")
@@ -260,6 +261,17 @@ func BuildWith(f *config.File, kinds *Kinds, rt *Runtime, opts BuildOptions) (*G
 		}
 	}
 	return g, diags
+}
+
+// httpFields adds to fs the limits an HTTP listener takes when it starts
+// (net/http reads them from its Server, which cannot change while it
+// serves): a reload that changes one replaces the listener's stage, which
+// hands its socket over, so the next connections get the new values.
+func httpFields(l config.Limits, fs fields) fields {
+	fs["limits.http_max_header_bytes"] = fmt.Sprint(l.HTTPMaxHeaderBytes)
+	fs["limits.http_header_timeout"] = l.HTTPHeaderTimeout.String()
+	fs["limits.http_idle_timeout"] = l.HTTPIdleTimeout.String()
+	return fs
 }
 
 // pipelineFields are a pipeline's own attributes, by the names the file

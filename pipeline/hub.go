@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -83,6 +84,13 @@ type Hub struct {
 	watchers map[*Watch]struct{}
 	demands  map[string]*Demands // on-demand sources by pipeline
 	closed   bool
+
+	// maxStreams and maxPulls are the limits block's max_streams and
+	// max_pulls (0: none), set by the Gate; pulls counts the demands
+	// running (limits.go).
+	maxStreams atomic.Int64
+	maxPulls   atomic.Int64
+	pulls      atomic.Int64
 }
 
 type hubMetrics struct {
@@ -91,6 +99,7 @@ type hubMetrics struct {
 	readersDropped *CounterVec
 	units          *CounterVec
 	fixups         *CounterVec
+	jumps          *CounterVec
 }
 
 // NewHub returns an empty Hub. resolve decides which paths may exist and with
@@ -108,6 +117,7 @@ func NewHub(resolve Resolver, log *slog.Logger, m *Metrics) *Hub {
 			readersDropped: m.Counter("sluice_readers_dropped_total", "Readers dropped because they kept falling behind.", "pipeline"),
 			units:          m.Counter("sluice_access_units_total", "Access units published.", "pipeline", "kind"),
 			fixups:         m.Counter("sluice_timestamp_fixups_total", "Access units whose DTS went backwards and was clamped.", "pipeline"),
+			jumps:          m.Counter("sluice_timestamp_jumps_total", "Times a publisher's timestamps leapt (more than 5 s ahead of the stream, or 1 s back on a track) and the stream went on from its latest unit instead.", "pipeline"),
 		},
 	}
 	h.SetResolver(resolve)
@@ -136,6 +146,11 @@ func (h *Hub) Publish(path string, info ClientInfo) (*Publisher, error) {
 	}
 	s := h.streams[path]
 	if s == nil {
+		if err := h.roomForStream(); err != nil {
+			h.mu.Unlock()
+			h.m.publishRefused.With("limit").Inc()
+			return nil, err
+		}
 		s = newStream(h, path, opts)
 		h.streams[path] = s
 	}
@@ -165,6 +180,13 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 	}
 	s := h.streams[path]
 	if s == nil {
+		// A player waiting for a stream holds a place in the table like
+		// a publisher: players asking for ever new names must not grow
+		// it without bound.
+		if err := h.roomForStream(); err != nil {
+			h.mu.Unlock()
+			return nil, err
+		}
 		s = newStream(h, path, opts)
 		h.streams[path] = s
 	}
@@ -184,7 +206,16 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 	if !s.isReady() {
 		// Nobody publishes it yet: a pipeline with an on-demand source
 		// starts one now, and this player waits for it like any other.
-		failed, dm = h.demand(s, info)
+		var err error
+		if failed, dm, err = h.demand(s, info); err != nil {
+			// No demand can start, so no linger is to run: undo the
+			// count, and forget the stream if nothing else holds it.
+			if s.readers.Add(-1) == 0 && h.streams[path] == s && s.idle() && s.demand == nil {
+				delete(h.streams, path)
+			}
+			h.mu.Unlock()
+			return nil, err
+		}
 	}
 	h.mu.Unlock()
 
@@ -215,6 +246,21 @@ func (h *Hub) Play(ctx context.Context, path string, info ClientInfo) (*Reader, 
 		h.releaseWaiter(s)
 		return nil, ctx.Err()
 	}
+}
+
+// setLimits sets max_streams and max_pulls; 0 is no bound.
+func (h *Hub) setLimits(streams, pulls int) {
+	h.maxStreams.Store(int64(streams))
+	h.maxPulls.Store(int64(pulls))
+}
+
+// roomForStream fails with ErrTooManyStreams when the table holds
+// max_streams streams. The caller holds h.mu.
+func (h *Hub) roomForStream() error {
+	if m := h.maxStreams.Load(); m > 0 && int64(len(h.streams)) >= m {
+		return fmt.Errorf("%w: max_streams (%d) reached", ErrTooManyStreams, m)
+	}
+	return nil
 }
 
 // releaseWaiter undoes the reader count of a Play that gave up, and forgets a

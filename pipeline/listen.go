@@ -17,17 +17,24 @@ import (
 // bound, the old stage gets no more connections, and when it closes its
 // view (or stops) the connections queued for it move to the newer one. The
 // socket closes when its last view does.
+//
+// The sockets of Listen are bounded by the limits block's max_connections
+// and max_connections_per_ip (limit, see connLimiter); those of the API
+// are not, so that an operator can still look and act when every other
+// port is full.
 type listeners struct {
 	mu      sync.Mutex
 	sockets map[string]*socket // by network and address as configured
+	limit   *connLimiter       // nil: nothing counted (listeners made without a Runtime)
 }
 
 // socket is one shared listening socket.
 type socket struct {
-	key   string
-	owner *listeners
-	ln    net.Listener
-	done  chan struct{} // closed when the accept loop has returned
+	key     string
+	owner   *listeners
+	ln      net.Listener
+	limited bool          // its connections count under the limits
+	done    chan struct{} // closed when the accept loop has returned
 
 	mu      sync.Mutex
 	views   []*view // oldest first
@@ -47,17 +54,19 @@ type view struct {
 // Listen returns a listener on address for network "tcp", sharing the
 // socket of any open listener of the same address: see listeners. An
 // address with port 0 always gets a socket of its own.
+//
+// Its connections count under max_connections and max_connections_per_ip.
 func (rt *Runtime) Listen(network, address string) (net.Listener, error) {
-	return rt.listeners.listen(network, address)
+	return rt.listeners.listen(network, address, true)
 }
 
-func (l *listeners) listen(network, address string) (net.Listener, error) {
+func (l *listeners) listen(network, address string, limited bool) (net.Listener, error) {
 	if _, port, err := net.SplitHostPort(address); err == nil && port == "0" {
 		ln, err := net.Listen(network, address)
 		if err != nil {
 			return nil, err
 		}
-		return l.newSocket("", ln).newView(), nil
+		return l.newSocket("", ln, limited).newView(), nil
 	}
 	key := network + " " + address
 	l.mu.Lock()
@@ -75,7 +84,7 @@ func (l *listeners) listen(network, address string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := l.newSocket(key, ln)
+	s := l.newSocket(key, ln, limited)
 	if l.sockets == nil {
 		l.sockets = map[string]*socket{}
 	}
@@ -83,8 +92,8 @@ func (l *listeners) listen(network, address string) (net.Listener, error) {
 	return s.newView(), nil
 }
 
-func (l *listeners) newSocket(key string, ln net.Listener) *socket {
-	s := &socket{key: key, owner: l, ln: ln, done: make(chan struct{})}
+func (l *listeners) newSocket(key string, ln net.Listener, limited bool) *socket {
+	s := &socket{key: key, owner: l, ln: ln, limited: limited, done: make(chan struct{})}
 	go s.accept()
 	return s
 }
@@ -115,6 +124,11 @@ func (s *socket) accept() {
 			return
 		}
 		delay = 0
+		if lim := s.owner.limit; lim != nil {
+			if c = lim.admit(c, s.limited); c == nil {
+				continue // one too many: closed and counted
+			}
+		}
 		if !s.deliver(c) {
 			c.Close()
 		}

@@ -191,6 +191,12 @@ func (n *Node) plan(g *Graph) *Plan {
 				Effect: "new streams take the new settings; auth applies from the next decision; its streams keep their settings until they end"})
 		}
 	}
+	if !g.limits.equal(old.limits) {
+		// The Gate and the listeners read them at each connection and
+		// session; the HTTP listeners' own are among their fields.
+		p.Changes = append(p.Changes, Change{Address: "server.limits", Action: "change", Fields: g.limits.diff(old.limits),
+			Effect: "new connections and sessions are held to the new limits; those already in go on"})
+	}
 	for _, s := range g.stages {
 		if s.reused {
 			continue
@@ -395,7 +401,8 @@ func (n *Node) stop(st Stage) {
 }
 
 // Hash returns the hash of the configuration g was built from: every
-// stage's decoded fields and every pipeline's attributes.
+// stage's decoded fields, every pipeline's attributes and the server's
+// limits.
 func (g *Graph) Hash() string {
 	all := fields{}
 	for _, s := range g.stages {
@@ -404,5 +411,6 @@ func (g *Graph) Hash() string {
 	for name, f := range g.pipes {
 		all["pipeline "+name] = f.hash()
 	}
+	all["server limits"] = g.limits.hash()
 	return all.hash()[:16]
 }

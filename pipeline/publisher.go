@@ -22,6 +22,7 @@ type Publisher struct {
 	expect   [numKinds]bool
 	expected bool
 	closed   bool
+	jumped   bool // a timestamp jump was logged for this session
 
 	lastNotify time.Time
 	// flush wakes readers at the end of a merge window whose last units
@@ -90,6 +91,7 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	s.mu.Lock()
 	now := time.Now()
 	s.meter.tick(now)
+	p.splice(au, kind)
 	if last := s.trackDTS[kind]; s.hasTrackDTS[kind] && au.DTS < last+minStep {
 		// Muxers need a strictly increasing DTS per track, whatever the
 		// order of publishers: a source that steps back (jitter, rounding,
@@ -257,6 +259,56 @@ func (p *Publisher) unitCounter(k Kind) *Counter {
 		p.units[k] = p.s.hub.m.units.With(p.s.opts.Pipeline, k.String())
 	}
 	return p.units[k]
+}
+
+// Timestamp jumps: a source whose timestamps leap forward, or step back
+// further than jitter does, has restarted its clock (an encoder restarted
+// without reconnecting, a looped file) or is broken. Either way the stream
+// goes on from its latest unit, as the MPEG-TS ingest's timeline does
+// (ingest/mpegts/timeline.go), so that players and muxers see a steady
+// timeline instead of a leap of hours (an HLS segment as long) or of a
+// stretch of units clamped one millisecond apart.
+const (
+	// maxJump is how far ahead of the stream's newest unit a unit may
+	// land; the tracks of one source interleave far closer than this.
+	maxJump = 5 * time.Second
+	// maxStepBack is how far behind its track's last unit a unit may
+	// land before it is a new timeline rather than jitter (which is
+	// clamped).
+	maxStepBack = time.Second
+	// jumpGap is where the new timeline starts after the newest unit:
+	// about a frame.
+	jumpGap = time.Second / 30
+)
+
+// splice moves the session onto a new timeline when au's DTS jumps (see
+// maxJump), counting it in sluice_timestamp_jumps_total and logging the
+// first of the session. Called with the stream lock held.
+func (p *Publisher) splice(au *AccessUnit, kind Kind) {
+	s := p.s
+	if !s.hasDTS {
+		return
+	}
+	newest := s.lastDTS
+	for k := range numKinds {
+		if s.hasTrackDTS[k] {
+			newest = max(newest, s.trackDTS[k])
+		}
+	}
+	back := s.hasTrackDTS[kind] && au.DTS < s.trackDTS[kind]-maxStepBack
+	if !back && au.DTS <= newest+maxJump {
+		return
+	}
+	d := newest + jumpGap - au.DTS
+	p.offset += d
+	au.DTS += d
+	au.PTS += d
+	s.hub.m.jumps.With(s.opts.Pipeline).Inc()
+	if !p.jumped {
+		p.jumped = true
+		s.log.Warn("publisher timestamps jumped; the stream goes on from its latest unit (logged once a session; see sluice_timestamp_jumps_total)",
+			"proto", p.info.Proto, "remote", p.info.Remote, "jump", -d)
+	}
 }
 
 func (p *Publisher) fixupCounter() *Counter {

@@ -3,7 +3,9 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,12 @@ import (
 // error kept, so that a cut body is told apart from a clean end even by a
 // parser that folds both into io.EOF. An operator's kick pulls the deadline
 // in the same way, and Read then returns ErrKicked.
+//
+// A body that trickles in, never stalling long enough for the idle
+// deadline, is cut by the limits block's push_min_rate: over every
+// push_rate_window it must bring that many bytes a second, or Read fails
+// with a timeout (net.Error) that names the limit, counted in
+// sluice_limit_hits_total{limit="push_rate"}.
 type PushBody struct {
 	r      io.Reader
 	rc     *http.ResponseController
@@ -29,7 +37,30 @@ type PushBody struct {
 	kicked atomic.Bool
 	n      int64
 	err    error
+
+	// The rate floor: at least min bytes in every window (none when
+	// min is 0); the current window began at from, at byte count at.
+	gate   *Gate
+	min    int64
+	window time.Duration
+	from   time.Time
+	at     int64
 }
+
+// ErrBodyTooSlow is the error, within the timeout PushBody.Read returns,
+// of a body slower than push_min_rate.
+var ErrBodyTooSlow = errors.New("request body slower than push_min_rate")
+
+// slowBody is a timeout, so that every HTTP ingest answers it as one (408)
+// and ends the session with cause "timeout".
+type slowBody struct{ detail string }
+
+func (e *slowBody) Error() string   { return e.detail }
+func (e *slowBody) Timeout() bool   { return true }
+func (e *slowBody) Temporary() bool { return false }
+func (e *slowBody) Unwrap() error   { return ErrBodyTooSlow }
+
+var _ net.Error = (*slowBody)(nil)
 
 // ErrKicked is what a kicked publisher's PushBody returns: an operator
 // ended the session (Publisher.KickCause says how).
@@ -38,7 +69,12 @@ var ErrKicked = errors.New("session ended by an operator")
 // NewPushBody wraps r's body for pub. Call Close when the session ends.
 func NewPushBody(w http.ResponseWriter, r *http.Request, idle time.Duration, pub *Publisher) *PushBody {
 	rc := http.NewResponseController(w)
-	b := &PushBody{r: r.Body, rc: rc, idle: idle, ctx: r.Context(), pub: pub}
+	b := &PushBody{r: r.Body, rc: rc, idle: idle, ctx: r.Context(), pub: pub, from: time.Now()}
+	if g := pub.sess.gate(); g != nil {
+		l := g.Limits()
+		b.gate, b.window = g, l.PushRateWindow
+		b.min = int64(float64(l.PushMinRate) * l.PushRateWindow.Seconds())
+	}
 	b.stop = context.AfterFunc(b.ctx, func() { _ = rc.SetReadDeadline(time.Now()) })
 	b.unkick = pub.OnKick(func() {
 		b.kicked.Store(true)
@@ -62,6 +98,10 @@ func (b *PushBody) Read(p []byte) (int, error) {
 		b.err = ErrKicked
 		return 0, ErrKicked
 	}
+	if err := b.checkRate(); err != nil {
+		b.err = err
+		return 0, err
+	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
 	b.pub.CountBytes(int64(n))
@@ -72,6 +112,25 @@ func (b *PushBody) Read(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// checkRate fails once a whole window has passed with fewer than min
+// bytes in it, and starts the next window otherwise.
+func (b *PushBody) checkRate() error {
+	if b.min <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if now.Sub(b.from) < b.window {
+		return nil
+	}
+	if got := b.n - b.at; got < b.min {
+		b.gate.CountLimit(LimitPushRate)
+		return &slowBody{detail: fmt.Sprintf("request body slower than push_min_rate: %d bytes in %s, at least %d wanted",
+			got, now.Sub(b.from).Round(time.Millisecond), b.min)}
+	}
+	b.from, b.at = now, b.n
+	return nil
 }
 
 // N returns the bytes read so far.

@@ -121,6 +121,11 @@ type Router struct {
 	resolve func(path string) (StreamOptions, bool)
 	mu      sync.Mutex
 	sets    atomic.Pointer[[]*Routes]
+	// badPaths counts the requests answered 404 because their URL has
+	// the shape of a route but names no valid stream path ("..", "%2e",
+	// an encoded slash): path traversal attempts, mostly. Nil: not
+	// counted. Set before the router serves.
+	badPaths *Counter
 }
 
 // NewRouter returns a router that finds a stream's pipeline with resolve.
@@ -283,11 +288,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if method == http.MethodHead {
 		method = http.MethodGet
 	}
-	shaped := false
+	shaped, bad := false, false
 	for _, rs := range *rt.sets.Load() {
 		for _, ro := range rs.routes {
 			stream, rest, ok := ro.split(r.URL.Path)
-			if !ok || ValidPath(stream) != nil {
+			if !ok {
+				continue
+			}
+			if ValidPath(stream) != nil {
+				bad = true
 				continue
 			}
 			opts, ok := rt.resolve(stream)
@@ -314,6 +323,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if shaped {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
+	}
+	if bad && rt.badPaths != nil {
+		rt.badPaths.Inc()
 	}
 	// Unknown URLs are cheap to answer and briefly cacheable, so a CDN
 	// absorbs players polling for a stream that does not exist.

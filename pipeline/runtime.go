@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"time"
 )
@@ -53,8 +54,18 @@ func NewRuntime(log *slog.Logger, m *Metrics) *Runtime {
 		m = NewMetrics()
 	}
 	hub := NewHub(nil, log.With("stage", "hub"), m)
-	return &Runtime{Hub: hub, HTTP: NewRouter(hub.Resolve), Metrics: m, Log: log,
+	rt := &Runtime{Hub: hub, HTTP: NewRouter(hub.Resolve), Metrics: m, Log: log,
 		Gate: NewGate(hub, m, GateOptions{}), started: time.Now()}
+	rt.listeners.limit = &connLimiter{gate: rt.Gate, log: log.With("stage", "listeners")}
+	rt.HTTP.badPaths = m.Counter("sluice_http_bad_paths_total",
+		"Requests to the HTTP listeners answered 404 because their URL has the shape of a route but names no valid stream path (\"..\", an encoded slash): path traversal attempts, mostly.").With()
+	return rt
+}
+
+// listenAPI is Listen for the API listener, whose connections do not
+// count under the limits (see listeners).
+func (rt *Runtime) listenAPI(network, address string) (net.Listener, error) {
+	return rt.listeners.listen(network, address, false)
 }
 
 // Started returns when the runtime was created: the process's start, for

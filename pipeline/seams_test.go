@@ -262,6 +262,48 @@ func TestOnDemandSource(t *testing.T) {
 	cancel()
 }
 
+// TestOnDemandFailAfterThePlayerLeft: a player that gives up while the
+// source is still trying leaves nothing behind once the source fails: the
+// stream is forgotten, without waiting for the linger (it once stayed in
+// the table for good, counting against max_streams, when the player left
+// before the upstream answered "not found").
+func TestOnDemandFailAfterThePlayerLeft(t *testing.T) {
+	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 256, WaitPublisher: 10 * time.Second})
+	feed, err := h.OnDemand("live", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer feed.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pctx, leave := context.WithCancel(ctx)
+	played := make(chan error, 1)
+	go func() {
+		_, err := h.Play(pctx, "live/gone", ClientInfo{Proto: "test"})
+		played <- err
+	}()
+	dm, err := feed.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leave()
+	if err := <-played; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the player that left got %v", err)
+	}
+	if h.Stream("live/gone") == nil {
+		t.Fatal("the stream was forgotten while its source was still trying")
+	}
+	dm.Fail(errors.New("upstream: stream not found"))
+	if s := h.Stream("live/gone"); s != nil {
+		t.Fatalf("the stream stayed in the table after its source failed with no player left: %+v", s.Info())
+	}
+	select {
+	case <-dm.Done():
+	default:
+		t.Fatal("Done is open after Fail")
+	}
+}
+
 // TestStageStoppedAloneTakesItsRoutes: routes serve while their stage runs,
 // under its context, and vanish when it stops; another stage's routes stay.
 func TestStageStoppedAloneTakesItsRoutes(t *testing.T) {

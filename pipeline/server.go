@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/pipeline/config"
 	"github.com/sluice-media/sluice/pipeline/status"
 )
 
@@ -52,17 +53,20 @@ type httpStage struct {
 	log     *slog.Logger
 	ln      net.Listener
 	timeout time.Duration // server.shutdown_timeout
+	limits  config.Limits // those of the build that made the stage
 
 	accepted *Counter // sluice_http_connections_total
 	open     *Gauge   // sluice_http_connections
+	watch    *watcher // the connections' watch (httpwatch.go)
 }
 
 // newHTTPStage returns the shared HTTP listener stage and registers its
 // metrics in m.
-func newHTTPStage(addr string, rt *Runtime, log *slog.Logger, timeout time.Duration) *httpStage {
+func newHTTPStage(addr string, rt *Runtime, log *slog.Logger, timeout time.Duration, limits config.Limits) *httpStage {
 	m := rt.Metrics
 	return &httpStage{
-		addr: addr, h: rt.HTTP, rt: rt, log: log, timeout: timeout,
+		addr: addr, h: rt.HTTP, rt: rt, log: log, timeout: timeout, limits: limits,
+		watch: newWatcher(rt, "http", false, log, limits),
 		accepted: m.Counter("sluice_http_connections_total",
 			"TCP connections accepted by the shared HTTP listener (server.http), HTTP/1.1 and HTTP/2 alike. An edge that pulls over HTTP/2 makes one per origin, whatever the number of streams.").With(),
 		open: m.Gauge("sluice_http_connections",
@@ -73,10 +77,11 @@ func newHTTPStage(addr string, rt *Runtime, log *slog.Logger, timeout time.Durat
 // newHTTPSStage returns the HTTPS twin of the shared HTTP listener
 // (server.https), serving the same router over TLS with cfg, whose ALPN
 // offers "h2" and "http/1.1"; its connections are counted apart.
-func newHTTPSStage(addr string, cfg *tls.Config, rt *Runtime, log *slog.Logger, timeout time.Duration) *httpStage {
+func newHTTPSStage(addr string, cfg *tls.Config, rt *Runtime, log *slog.Logger, timeout time.Duration, limits config.Limits) *httpStage {
 	m := rt.Metrics
 	return &httpStage{
-		addr: addr, tls: cfg, h: rt.HTTP, rt: rt, log: log, timeout: timeout,
+		addr: addr, tls: cfg, h: rt.HTTP, rt: rt, log: log, timeout: timeout, limits: limits,
+		watch: newWatcher(rt, "https", true, log, limits),
 		accepted: m.Counter("sluice_https_connections_total",
 			"TCP connections accepted by the HTTPS listener (server.https), HTTP/1.1 and HTTP/2 alike, those whose TLS handshake then failed included.").With(),
 		open: m.Gauge("sluice_https_connections",
@@ -89,6 +94,9 @@ func (s *httpStage) Bind() error {
 	if err != nil {
 		return err
 	}
+	// Under TLS, so that the watch sees the connection's own reads and
+	// their timeouts (the header timeout bounds the TLS handshake too).
+	ln = watchListener{Listener: ln, s: s.watch}
 	if s.tls != nil {
 		// net/http runs the handshake on the connection's goroutine,
 		// bounded by ReadHeaderTimeout.
@@ -109,7 +117,7 @@ func (s *httpStage) Run(ctx context.Context) error {
 	} else {
 		protos.SetUnencryptedHTTP2(true)
 	}
-	srv := newServer(s.h, s.log)
+	srv := newServer(s.h, s.log, s.limits)
 	srv.Protocols = &protos
 	srv.HTTP2 = &http.HTTP2Config{
 		MaxConcurrentStreams: http2MaxStreams,
@@ -121,10 +129,11 @@ func (s *httpStage) Run(ctx context.Context) error {
 	return serve(ctx, srv, s.ln, s.log, s.timeout, s.retired())
 }
 
-// connState counts connections as net/http reports their states. Every
-// connection reports StateNew once, and then StateHijacked or StateClosed
-// once, HTTP/2 ones included.
-func (s *httpStage) connState(_ net.Conn, state http.ConnState) {
+// connState counts connections as net/http reports their states, and
+// tells each connection's watch. Every connection reports StateNew once,
+// and then StateHijacked or StateClosed once, HTTP/2 ones included.
+func (s *httpStage) connState(c net.Conn, state http.ConnState) {
+	watchState(c, state)
 	switch state {
 	case http.StateNew:
 		s.accepted.Inc()
@@ -134,19 +143,26 @@ func (s *httpStage) connState(_ net.Conn, state http.ConnState) {
 	}
 }
 
-// newServer returns the http.Server settings both listeners share.
-func newServer(h http.Handler, log *slog.Logger) *http.Server {
+// newServer returns the http.Server settings every listener shares, with
+// the bounds of the limits block. There is no server-wide read or write
+// timeout: a request body (a push) and a response (a player) may last for
+// hours; each is bounded by its own rules instead (a push's idle timeout
+// and rate floor, a player's write timeout).
+func newServer(h http.Handler, log *slog.Logger, l config.Limits) *http.Server {
+	l = limitDefaults(l)
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ReadHeaderTimeout: l.HTTPHeaderTimeout,
+		IdleTimeout:       l.HTTPIdleTimeout,
+		// net/http allows 4 KiB past it before answering 431.
+		MaxHeaderBytes: l.HTTPMaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 }
 
 // serveHTTP serves h on ln until ctx ends, then shuts down within timeout.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, timeout time.Duration) error {
-	return serve(ctx, newServer(h, log), ln, log, timeout, nil)
+	return serve(ctx, newServer(h, log, config.Limits{}), ln, log, timeout, nil)
 }
 
 // serve runs srv on ln until ctx ends, then shuts it down within timeout.
@@ -209,13 +225,16 @@ type apiStage struct {
 	// detailers returns the stages whose StreamDetailer answers join
 	// /api/v1/streams; nil for none.
 	detailers func() []StreamDetailer
+	// limits are the build's: its header bounds apply to the API too.
+	limits config.Limits
 }
 
 func (s *apiStage) Bind() error {
-	ln, err := s.rt.Listen("tcp", s.addr)
+	ln, err := s.rt.listenAPI("tcp", s.addr)
 	if err != nil {
 		return err
 	}
+	ln = watchListener{Listener: ln, s: newWatcher(s.rt, "api", s.tls != nil, s.log, s.limits)}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
@@ -229,7 +248,9 @@ func (s *apiStage) Addr() net.Addr { return s.ln.Addr() }
 func (s *apiStage) Run(ctx context.Context) error {
 	mux := s.routes()
 	mux.Handle("GET /", status.Handler()) // the status page: pipeline/status/doc.go says why here
-	return serve(ctx, newServer(mux, s.log), s.ln, s.log, s.timeout, s.retired())
+	srv := newServer(mux, s.log, s.limits)
+	srv.ConnState = watchState
+	return serve(ctx, srv, s.ln, s.log, s.timeout, s.retired())
 }
 
 // retirement makes a listener stage a Retirer.

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -15,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -58,32 +55,11 @@ func (c reloadConf) String() string {
 	return b.String()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // node is a sluice process started by a test.
 type node struct {
 	cmd  *exec.Cmd
 	logs *sluicetest.LogBuffer
 	api  string
-}
-
-func buildSluice(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "sluice")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
-	cmd.Dir = sluicetest.Root()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/sluice: %v\n%s", err, b)
-	}
-	return bin
 }
 
 func startNode(t *testing.T, bin, file string, api int) *node {
@@ -129,157 +105,6 @@ func (n *node) getJSON(t *testing.T, path string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-}
-
-// player is one test player's record of what it received.
-type player struct {
-	name string
-	mu   sync.Mutex
-	ts   []time.Duration // video frame times, in arrival order
-	err  error
-	done bool
-}
-
-func (p *player) frame(ts time.Duration) {
-	p.mu.Lock()
-	p.ts = append(p.ts, ts)
-	p.mu.Unlock()
-}
-
-func (p *player) frames() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.ts)
-}
-
-func (p *player) end(err error) {
-	p.mu.Lock()
-	p.err, p.done = err, true
-	p.mu.Unlock()
-}
-
-// gaps returns the places where consecutive video frames are further apart
-// than max, or go backwards: each is a lost frame (or a skip).
-func (p *player) gaps(max time.Duration) []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []string
-	for i := 1; i < len(p.ts); i++ {
-		if d := p.ts[i] - p.ts[i-1]; d <= 0 || d > max {
-			out = append(out, fmt.Sprintf("frame %d: %v after %v", i, p.ts[i], p.ts[i-1]))
-		}
-	}
-	return out
-}
-
-// rtmpSink counts the video frames an in-process RTMP player gets.
-type rtmpSink struct{ p *player }
-
-func (s rtmpSink) Write(au *pipeline.AccessUnit) error {
-	if au.Track.Kind() == pipeline.KindVideo {
-		s.p.frame(au.DTS)
-	}
-	return nil
-}
-func (s rtmpSink) SetMetadata(*pipeline.Metadata) {}
-func (s rtmpSink) Expect(bool, bool)              {}
-
-// hlsPlayer polls a low-latency HLS playlist as a player does and fetches
-// every new segment once, checking that media sequence numbers follow each
-// other: a muxer that restarted, or a segment that went missing, is a gap.
-func hlsPlayer(ctx context.Context, u string, p *player) error {
-	last := -1
-	seqRe := regexp.MustCompile(`#EXT-X-MEDIA-SEQUENCE:(\d+)`)
-	// The playlist exists once the first segment is complete; a player
-	// retries until then, as hls.js does.
-	start := time.Now()
-	for ctx.Err() == nil {
-		body, err := get(ctx, u)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil && last < 0 && time.Since(start) < 10*time.Second {
-			time.Sleep(200 * time.Millisecond)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if i := bytes.Index(body, []byte("#EXT-X-STREAM-INF")); i >= 0 {
-			// A multivariant playlist: play its first variant (the
-			// video; LL-HLS serves audio as a rendition of its own).
-			lines := strings.Split(string(body[i:]), "\n")
-			if len(lines) < 2 {
-				return fmt.Errorf("variant without a URI:\n%s", body)
-			}
-			base, _ := url.Parse(u)
-			ref, err := url.Parse(strings.TrimSpace(lines[1]))
-			if err != nil {
-				return err
-			}
-			u = base.ResolveReference(ref).String()
-			continue
-		}
-		m := seqRe.FindStringSubmatch(string(body))
-		if m == nil {
-			return fmt.Errorf("playlist without a media sequence:\n%s", body)
-		}
-		seq, _ := strconv.Atoi(m[1])
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		gap := false
-		for sc.Scan() {
-			line := sc.Text()
-			if line == "#EXT-X-GAP" {
-				gap = true // a placeholder before the first segment
-			}
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			if gap {
-				gap = false
-				seq++
-				continue
-			}
-			if seq > last {
-				if last >= 0 && seq != last+1 {
-					return fmt.Errorf("media sequence jumped from %d to %d", last, seq)
-				}
-				seg, err := url.Parse(u)
-				if err != nil {
-					return err
-				}
-				ref, _ := url.Parse(line)
-				if _, err := get(ctx, seg.ResolveReference(ref).String()); err != nil && ctx.Err() == nil {
-					return fmt.Errorf("segment %d: %w", seq, err)
-				}
-				last = seq
-				p.frame(time.Duration(seq) * time.Second)
-			}
-			seq++
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-	return nil
-}
-
-func get(ctx context.Context, u string) ([]byte, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return b, nil
 }
 
 // planLines returns the "+ addr", "~ addr", "- addr" lines of a printed plan.

@@ -105,8 +105,13 @@ func (p *Push) serve(w http.ResponseWriter, r *http.Request, stream, _ string) {
 	body := pipeline.NewPushBody(w, r, p.cfg.idle, pub)
 	defer body.Close()
 	rd := flv.NewReader(body, p.cfg.MaxTagSize)
-	d := flvdemux.Demuxer{Sink: pub, Log: log}
+	lim := p.env.Gate.Limits()
+	d := flvdemux.Demuxer{Sink: pub, Log: log, MaxAMFDepth: lim.AMFMaxDepth, MaxAMFString: lim.AMFMaxString}
 	err = copyFLV(rd, pub, &d)
+	if le := (*pipeline.LimitError)(nil); errors.As(err, &le) {
+		// Logged below, with the session's end.
+		p.env.Gate.CountLimit(le.Limit)
+	}
 	cause = causeOf(ctx, err)
 	kicked := pub.KickCause()
 	if kicked != "" {

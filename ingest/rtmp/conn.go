@@ -33,6 +33,8 @@ type conn struct {
 	s   *Server
 	nc  net.Conn
 	log *slog.Logger
+	// g reads the client's bytes for the library, within the limits.
+	g *guard
 }
 
 func newConn(s *Server, nc net.Conn, id uint64) *conn {
@@ -57,7 +59,10 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 	}
-	sc := &gortmplib.ServerConn{RW: c.nc}
+	l := c.s.env.Gate.Limits()
+	c.g = newGuard(c.nc, guardLimits{chunkSize: l.RTMPMaxChunkSize, messageSize: l.RTMPMaxMessageSize,
+		amfDepth: l.AMFMaxDepth, amfString: l.AMFMaxString}, c.s.env.Gate.CountLimit)
+	sc := &gortmplib.ServerConn{RW: c.g}
 	if err := sc.Initialize(); err != nil {
 		stop()
 		c.closed("handshake", err, ctx)
@@ -200,9 +205,13 @@ func writeStatus(sc *gortmplib.ServerConn, level, code, desc string) error {
 
 // closed logs why a connection ended before it published or played.
 func (c *conn) closed(stage string, err error, ctx context.Context) {
+	err = c.readErr(err)
 	cause := causeOf(ctx, err)
 	c.s.m.closed.With(cause).Inc()
-	if cause == "protocol_error" || cause == "timeout" {
+	if (cause == "protocol_error" || cause == "timeout" || cause == "limit") && c.s.env.Gate.LogOnce("rtmp "+cause, c.nc.RemoteAddr().String()) {
+		// Once a minute per client address and cause: a client that
+		// opens a thousand connections and lets each time out is one
+		// line, and sluice_rtmp_closed_total{cause} counts them all.
 		c.log.Warn("connection closed during "+stage, "cause", cause, "err", err)
 		return
 	}
@@ -220,8 +229,20 @@ func causeOf(ctx context.Context, err error) string {
 		return "timeout"
 	case errors.Is(err, errUnpublished):
 		return "unpublished"
+	case errors.As(err, new(*pipeline.LimitError)):
+		return "limit"
 	}
 	return "protocol_error"
+}
+
+// readErr returns the guard's error when the library failed because the
+// guard refused a read, whatever the library made of it: the guard's says
+// which limit the client passed.
+func (c *conn) readErr(err error) error {
+	if c.g != nil && c.g.Err() != nil {
+		return c.g.Err()
+	}
+	return err
 }
 
 // publish runs a publishing session until the client leaves or errs.
@@ -265,13 +286,14 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, req pipeli
 			err = d.handle(msg)
 		}
 		if err != nil {
+			err = c.readErr(err)
 			cause = causeOf(ctx, err)
 			if k := pub.KickCause(); k != "" {
 				cause = k
 			}
 			pub.CountBytes(int64(sc.BytesReceived() - counted))
 			attrs := []any{"cause", cause, "duration", time.Since(start).Round(time.Millisecond), "bytes", sc.BytesReceived(), "units", d.Units()}
-			if cause == "protocol_error" || cause == "timeout" {
+			if cause == "protocol_error" || cause == "timeout" || cause == "limit" {
 				c.log.Warn("publish ended", append(attrs, "err", err)...)
 			} else {
 				c.log.Info("publish ended", attrs...)

@@ -355,7 +355,10 @@ func (o *Output) remove(m *muxer) {
 // stream that nobody publishes but that the pipeline's on-demand source can
 // bring (an edge) is asked for, and waited for up to wait_ready, like a
 // player would: an HLS audience needs no other protocol to start a pull.
-func (o *Output) lookup(ctx context.Context, path string) *muxer {
+// The demand carries the query of the viewer who asked, r's (without the
+// _HLS_ directives), so that a token reaches the upstream's auth as it does
+// for the other protocols; the reader stays the muxer's.
+func (o *Output) lookup(ctx context.Context, path string, r *http.Request) *muxer {
 	if s := o.env.Hub.Stream(path); s != nil {
 		if info := s.Info(); (info.State == "live" || info.State == "held") && len(info.Tracks) > 0 {
 			return o.ensure(ctx, s, nil)
@@ -367,7 +370,7 @@ func (o *Output) lookup(ctx context.Context, path string) *muxer {
 	if m == nil && o.env.Hub.OnDemandFor(path) {
 		wctx, cancel := context.WithTimeout(ctx, o.cfg.wait)
 		defer cancel()
-		rd, err := o.env.Hub.Play(wctx, path, pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer"})
+		rd, err := o.env.Hub.Play(wctx, path, pipeline.ClientInfo{Proto: "hls", Remote: "hls-muxer", Query: stripHLSParams(r.URL.RawQuery)})
 		if err != nil {
 			return nil
 		}
@@ -532,7 +535,7 @@ func (o *Output) servePlaylist(w http.ResponseWriter, r *http.Request, stream, r
 	if !o.authorize(w, r, stream, log) {
 		return
 	}
-	m := o.lookup(r.Context(), stream)
+	m := o.lookup(r.Context(), stream, r)
 	body := o.playlistAnswer(w, r, m, rest)
 	if body == nil {
 		return
@@ -635,7 +638,7 @@ func (o *Output) serveMaster(w http.ResponseWriter, r *http.Request, group strin
 		if !o.authorizeQuiet(r, p) {
 			continue
 		}
-		m := o.lookup(r.Context(), p)
+		m := o.lookup(r.Context(), p, r)
 		if m == nil {
 			continue
 		}

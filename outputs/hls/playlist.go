@@ -99,21 +99,58 @@ func halfTarget(pl []byte) int {
 }
 
 // stripHLSParams removes the _HLS_ directives (RFC 8216bis §6.2.5.1) from a
-// query string, keeping the viewer's own parameters.
+// query string, keeping the viewer's own parameters as the viewer wrote
+// them, in order and byte for byte: they are passed on to playlist URIs and
+// to an edge's upstream, where a token may be checked against its exact
+// text (a signature), or be a bare word without "=". An element with a
+// character RFC 3986 §3.4 does not allow in a query (a quote would end a
+// playlist's URI="..." attribute) is escaped instead.
 func stripHLSParams(raw string) string {
 	if raw == "" {
 		return ""
 	}
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return ""
+	var keep []string
+	for el := range strings.SplitSeq(raw, "&") {
+		k, v, hasV := strings.Cut(el, "=")
+		dk, kerr := url.QueryUnescape(k)
+		if kerr == nil {
+			k = dk
+		}
+		if el == "" || strings.HasPrefix(k, "_HLS_") {
+			continue
+		}
+		if !queryText(el) {
+			dv, _ := url.QueryUnescape(v)
+			el = url.QueryEscape(k)
+			if hasV {
+				el += "=" + url.QueryEscape(dv)
+			}
+		}
+		keep = append(keep, el)
 	}
-	for k := range q {
-		if strings.HasPrefix(k, "_HLS_") {
-			delete(q, k)
+	return strings.Join(keep, "&")
+}
+
+// queryText reports whether s holds only what RFC 3986 §3.4 allows in a
+// query: unreserved and sub-delimiter characters, ":", "@", "/", "?" and
+// percent-encodings.
+func queryText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:@/?", c) >= 0:
+		case c == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]):
+			i += 2
+		default:
+			return false
 		}
 	}
-	return q.Encode()
+	return true
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // onlyHLSParams keeps the _HLS_ directives of a query string and nothing

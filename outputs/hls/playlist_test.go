@@ -37,6 +37,26 @@ func TestRewriteURIs(t *testing.T) {
 	}
 }
 
+func TestStripHLSParams(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"a bare token", "allow", "allow"},
+		{"kept as written, in order", "token=a%2Fb&b=2&a=1", "token=a%2Fb&b=2&a=1"},
+		{"directives removed", "_HLS_msn=3&token=x&_HLS_part=1", "token=x"},
+		{"an escaped directive", "%5FHLS_skip=YES&t=1", "t=1"},
+		{"only directives", "_HLS_skip=YES", ""},
+		{"empty elements", "&t=1&&", "t=1"},
+		{"a quote is escaped", `t="x`, "t=%22x"},
+		{"a bad escape is escaped", "%zz=1", "%25zz=1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := stripHLSParams(tc.in); got != tc.want {
+				t.Errorf("stripHLSParams(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestHalfTarget(t *testing.T) {
 	for target, want := range map[string]int{"1": 1, "2": 1, "3": 2, "4": 2, "6": 3, "x": 1} {
 		if got := halfTarget([]byte("#EXTM3U\n#EXT-X-TARGETDURATION:" + target + "\n")); got != want {

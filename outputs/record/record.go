@@ -62,10 +62,15 @@
 //
 // # Failures
 //
-// A file that cannot be created or written (full disk, permissions) stops
-// that stream's recording with an Error line and
+// A file that cannot be created or written (permissions, a vanished disk)
+// stops that stream's recording with an Error line and
 // sluice_record_errors_total{format}; the stream and its players are not
-// affected.
+// affected. A full disk (ENOSPC, EDQUOT) pauses it instead, with the same
+// line and count once: every 5 s a new file is tried at the next keyframe,
+// and the first that gets media again is logged ("recording resumed"), so
+// that a stream that runs for days is recorded again once space is freed.
+// The file a failure cut ends at its last complete tag or fragment; one
+// that no media reached is deleted, since it would not even decode.
 package record
 
 import (
@@ -187,6 +192,7 @@ type Recorder struct {
 	dropped *pipeline.Counter
 	temps   *pipeline.Counter   // stale faststart temporary files deleted
 	fsyncs  *pipeline.Histogram // fsync latency
+	retry   time.Duration       // diskFullRetry; tests shorten it
 
 	mu     sync.Mutex
 	active map[string]*fileHandle // files being written, which retention must not touch
@@ -211,7 +217,7 @@ func newRecorder(format string, set settings, env pipeline.Env, opts Options, op
 		log:     env.Log,
 		opts:    opts,
 		open:    open,
-		errs:    m.Counter("sluice_record_errors_total", "Recordings stopped by a refused path or a file that could not be created or written.", "format").With(format),
+		errs:    m.Counter("sluice_record_errors_total", "Recordings stopped by a refused path or a file that could not be created or written, or paused by a full disk.", "format").With(format),
 		files:   m.Counter("sluice_record_files_total", "Recording files finished.", "format").With(format),
 		bytes:   m.Counter("sluice_record_bytes_total", "Bytes written to recording files.", "format").With(format),
 		dropped: m.Counter("sluice_record_audio_dropped_total", "Audio units left out of recordings because their timestamp did not advance past the previous one (overlapping audio).", "format").With(format),
@@ -219,6 +225,7 @@ func newRecorder(format string, set settings, env pipeline.Env, opts Options, op
 		temps:   m.Counter("sluice_record_temp_deleted_total", "Temporary faststart files left behind by a crash and deleted by retention.", "format").With(format),
 		fsyncs:  m.Histogram("sluice_record_fsync_seconds", "Time taken by each fsync of a recording file (the fsync option's and the one at every close), directories included.", fsyncBuckets, "format").With(format),
 		active:  map[string]*fileHandle{},
+		retry:   diskFullRetry,
 	}, nil
 }
 

@@ -186,6 +186,15 @@ func (h *fileHandle) close(sync bool) error {
 	return err
 }
 
+// remove deletes the file; it must be called before close, while the root
+// is open.
+func (h *fileHandle) remove() error {
+	if h.done {
+		return errors.New("remove after close")
+	}
+	return h.root.Remove(h.rel)
+}
+
 // createFile creates path (below root) exclusively, with its directories.
 // If the name is taken, "-1", "-2", ... go before the extension, so that a
 // second publish in the same second, or a template without {start} or
@@ -241,6 +250,7 @@ type segment struct {
 	start  time.Time
 	base   time.Duration
 	tracks [2]*pipeline.Track // indexed by pipeline.Kind
+	head   int64              // bytes of the header: media follows
 
 	lastAudio time.Duration // DTS of the newest audio unit written
 	hasAudio  bool
@@ -257,6 +267,11 @@ type session struct {
 	seq     int
 	cur     *segment
 	stopped bool
+	// paused is set while the disk is full: nothing is recorded until
+	// retryAt, when a new file is tried at the next keyframe. It is
+	// cleared once a file gets media again.
+	paused  bool
+	retryAt time.Time
 
 	// The first file waits (up to trackWait of media) until both kinds
 	// of track have shown up, holding the units meanwhile, so that an
@@ -282,6 +297,19 @@ const trackWait = time.Second
 
 // maxHeld bounds the units held during the wait.
 const maxHeld = 2048
+
+// diskFullRetry is how long a recording paused by a full disk waits before
+// it tries a new file: a disk is freed by retention, an operator or
+// another program, and a stream that runs for days must be recorded again
+// once it is, without being published again. Each try that fails costs a
+// file created and removed.
+const diskFullRetry = 5 * time.Second
+
+// diskFull reports whether err says the disk (or the user's quota) has no
+// room: the one write error that goes away by itself.
+func diskFull(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
 
 // record is the goroutine that records stream s until it ends, ctx ends,
 // or a write fails.
@@ -339,6 +367,11 @@ func (ss *session) batch(ctx context.Context, batch []*pipeline.AccessUnit) {
 	if c := ss.cur; c != nil && !ss.stopped {
 		if err := c.w.flush(); err != nil {
 			ss.fail(err)
+			return
+		}
+		if ss.paused && c.fh.n > c.head {
+			ss.paused = false
+			ss.log.Info("recording resumed: the disk has room again", "file", c.fh.path)
 		}
 	}
 }
@@ -405,6 +438,9 @@ func (ss *session) unit(ctx context.Context, au *pipeline.AccessUnit) {
 	ss.last[k] = au.Track
 	if !ss.began {
 		ss.t0, ss.began = au.DTS, true
+	}
+	if ss.paused && ss.cur == nil && time.Now().Before(ss.retryAt) {
+		return
 	}
 	if ss.cur == nil && !ss.waited {
 		if len(ss.held) == 0 && !ss.startable(au) {
@@ -522,12 +558,11 @@ func (ss *session) begin(au *pipeline.AccessUnit) {
 	}
 	w, err := r.open(fh, tracks, ss.s.Metadata(), au.DTS)
 	if err != nil {
-		_ = fh.close(false)
 		ss.cur = &segment{fh: fh, start: start}
 		ss.fail(err)
 		return
 	}
-	ss.cur = &segment{w: w, fh: fh, start: start, base: au.DTS, tracks: tracks}
+	ss.cur = &segment{w: w, fh: fh, start: start, base: au.DTS, tracks: tracks, head: fh.n}
 	r.markActive(fh, true)
 	ss.log.Info("recording started", "file", fh.path, "video", trackName(tracks[pipeline.KindVideo]), "audio", trackName(tracks[pipeline.KindAudio]))
 	r.emit(Event{Type: EventStarted, Stream: ss.s.Path(), File: fh.path, Start: start})
@@ -560,10 +595,11 @@ func (ss *session) finish(ctx context.Context, reason string) {
 			}
 		}
 	}
-	if cerr := c.fh.close(err == nil); err == nil {
-		err = cerr
+	if err == nil {
+		err = c.fh.close(true)
 	}
 	if err != nil {
+		// fail closes the file, or deletes it if no media reached it.
 		r.markActive(c.fh, false)
 		ss.cur = c
 		ss.fail(err)
@@ -592,27 +628,46 @@ func (r *Recorder) closed(ctx context.Context, log *slog.Logger, stream string, 
 }
 
 // fail stops the stream's recording after an error: the current file is
-// closed as it is (readable up to its last complete tag or fragment), and
-// nothing more is recorded until the stream is published again.
+// closed as it is (readable up to its last complete tag or fragment), or
+// deleted if no media reached it (a fragmented MP4 without a fragment does
+// not even decode). A full disk pauses the recording: a new file is tried
+// at the first keyframe diskFullRetry (Recorder.retry) later, quietly until one gets media
+// again. Any other error stops it until the stream is published again.
 func (ss *session) fail(err error) {
 	r := ss.r
-	ss.stopped = true
-	r.errs.Inc()
 	var file string
 	var d time.Duration
 	var n int64
 	var start time.Time
+	deleted := false
 	if c := ss.cur; c != nil {
 		ss.cur = nil
 		file, n, start = c.fh.path, c.fh.n, c.start
 		if c.w != nil {
 			c.w.salvage()
 			d = c.w.duration()
-			_ = c.fh.close(false)
 		}
+		deleted = c.fh.n <= c.head && c.fh.remove() == nil
+		_ = c.fh.close(false)
 		r.markActive(c.fh, false)
 	}
-	ss.log.Error("recording stopped: cannot write the file; the stream goes on unrecorded", "file", file, "bytes", n, "err", err)
+	switch {
+	case diskFull(err) && ss.paused:
+		ss.log.Debug("recording still paused: the disk is full", "err", err)
+	case diskFull(err):
+		ss.paused = true
+		r.errs.Inc()
+		ss.log.Error("recording paused: the disk is full; the stream goes on unrecorded, and a new file is tried every "+r.retry.String(), "file", file, "bytes", n, "deleted", deleted, "err", err)
+	default:
+		ss.stopped = true
+		r.errs.Inc()
+		ss.log.Error("recording stopped: cannot write the file; the stream goes on unrecorded", "file", file, "bytes", n, "deleted", deleted, "err", err)
+	}
+	if diskFull(err) {
+		ss.retryAt = time.Now().Add(r.retry)
+		// The next file starts after what this one holds.
+		ss.after = ss.lastDTS
+	}
 	if file != "" {
 		r.emit(Event{Type: EventFinished, Stream: ss.s.Path(), File: file, Start: start, Duration: d, Bytes: n, Reason: "write error", Err: err})
 	}

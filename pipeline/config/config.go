@@ -99,6 +99,8 @@ type Server struct {
 	// publisher (POST /api/v1/streams/{path}/stop), unless the request
 	// says otherwise.
 	StopHold time.Duration
+	// Limits is the limits block: what clients may take (see Limits).
+	Limits Limits
 }
 
 // TLS is a tls block: the certificate chain (leaf first) and private key

@@ -133,7 +133,7 @@ func Parse(name string, src []byte, opts Options) (*File, hcl.Diagnostics) {
 
 	f.Server = Server{HTTP: DefaultHTTP, API: DefaultAPI, ShutdownTimeout: DefaultShutdownTimeout,
 		AuthTimeout: DefaultAuthTimeout, NotifyTimeout: DefaultNotifyTimeout, LogLevel: "info", LogFormat: "text",
-		StopHold: DefaultStopHold}
+		StopHold: DefaultStopHold, Limits: DefaultLimits()}
 	if h, err := os.Hostname(); err == nil {
 		f.Server.Node = h
 	}
@@ -442,8 +442,18 @@ func ParseSize(s string) (int64, error) {
 
 func (d *decoder) server(b *hclsyntax.Block) {
 	known := []string{"http", "https", "api", "api_token", "stop_hold", "shutdown_timeout", "auth_timeout", "notify_timeout", "log_level", "log_format", "node"}
-	a := d.attrs(b.Body, known, []string{"tls", "api_tls"})
+	a := d.attrs(b.Body, known, []string{"tls", "api_tls", "limits"})
 	s := &d.f.Server
+	for i, blk := range b.Body.Blocks {
+		if blk.Type != "limits" {
+			continue
+		}
+		if i > 0 && hasBlock(b.Body.Blocks[:i], "limits") {
+			d.errorf(blk.DefRange().Ptr(), "Duplicate block", "The server block has a limits block already; put every limit in one.")
+			continue
+		}
+		d.limitsBlock(blk)
+	}
 	d.str(a["http"], &s.HTTP)
 	d.str(a["api"], &s.API)
 	d.serverTLS(b, a)

@@ -6,6 +6,7 @@ package flvdemux
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sluice-media/sluice/pipeline"
 	"github.com/sluice-media/sluice/pipeline/codec"
+	"github.com/sluice-media/sluice/pipeline/config"
 	"github.com/sluice-media/sluice/pipeline/media/flv"
 )
 
@@ -33,6 +35,10 @@ type Demuxer struct {
 	Sink Sink
 	// Log receives track changes and codec warnings, once per codec.
 	Log *slog.Logger
+	// MaxAMFDepth and MaxAMFString bound the AMF0 values of script tags
+	// (the limits block's amf_max_depth and amf_max_string, see
+	// flv.CheckAMF); 0 takes the default.
+	MaxAMFDepth, MaxAMFString int
 
 	video, audio *pipeline.Track
 	units        uint64
@@ -60,6 +66,9 @@ func (d *Demuxer) Tag(t flv.Tag) error {
 	case flv.TagAudio:
 		return d.audioTag(ts, t.Data)
 	case flv.TagScript:
+		if err := d.checkAMF(t.Data); err != nil {
+			return err
+		}
 		data, err := amf0.Unmarshal(t.Data)
 		if err != nil {
 			d.warnOnce("script", "ignoring a script tag that does not parse", "err", err)
@@ -68,6 +77,27 @@ func (d *Demuxer) Tag(t flv.Tag) error {
 		d.Metadata(data)
 	}
 	return nil
+}
+
+// checkAMF returns a *pipeline.LimitError for a script tag whose AMF0 is
+// beyond the bounds: decoding it could take the process's memory, so the
+// session ends instead.
+func (d *Demuxer) checkAMF(b []byte) error {
+	depth, str := d.MaxAMFDepth, d.MaxAMFString
+	if depth <= 0 {
+		depth = config.DefaultAMFMaxDepth
+	}
+	if str <= 0 {
+		str = config.DefaultAMFMaxString
+	}
+	var le *flv.AMFLimitError
+	if !errors.As(flv.CheckAMF(b, depth, str), &le) {
+		return nil
+	}
+	if le.String {
+		return &pipeline.LimitError{Limit: pipeline.LimitAMFString, Detail: "script tag with an " + le.Error() + " (amf_max_string)"}
+	}
+	return &pipeline.LimitError{Limit: pipeline.LimitAMFDepth, Detail: "script tag with an " + le.Error() + " (amf_max_depth)"}
 }
 
 func (d *Demuxer) videoTag(ts time.Duration, body []byte) error {

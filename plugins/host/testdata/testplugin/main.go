@@ -1,6 +1,8 @@
 // Command testplugin is an auth plugin for the host's tests. It allows a
-// request whose query is "allow" and denies the rest; its environment makes
-// it misbehave:
+// request whose query is "allow", or has "allow" among its "&"-separated
+// elements (an edge passes a player's query upstream with its
+// sluice_via=NODE added), and denies the rest; its environment makes it
+// misbehave:
 //
 //	TESTPLUGIN_SLEEP=5s        every Authorize hangs this long, ignoring its deadline
 //	TESTPLUGIN_VERSION=0       it speaks another protocol version in the handshake
@@ -20,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,7 +50,7 @@ func (a auth) Authorize(_ context.Context, req sdk.AuthRequest) (sdk.Decision, e
 	if a.sleep > 0 {
 		time.Sleep(a.sleep)
 	}
-	if req.Query == a.allow {
+	if slices.Contains(strings.Split(req.Query, "&"), a.allow) {
 		return sdk.Allow(), nil
 	}
 	if a.huge != "" {
