@@ -137,7 +137,7 @@ func hlsPlayer(ctx context.Context, u string, p *player) error {
 // reloads that failed and were retried. A segment that goes missing
 // meanwhile is still a gap.
 func hlsPlayerRetrying(ctx context.Context, u string, p *player, retries int) error {
-	failed := 0
+	failed, first := 0, 0
 	last := -1
 	seqRe := regexp.MustCompile(`#EXT-X-MEDIA-SEQUENCE:(\d+)`)
 	// The playlist exists once the first segment is complete; a player
@@ -187,6 +187,13 @@ func hlsPlayerRetrying(ctx context.Context, u string, p *player, retries int) er
 			return fmt.Errorf("playlist without a media sequence:\n%s", body)
 		}
 		seq, _ := strconv.Atoi(m[1])
+		if seq < first {
+			// RFC 8216 §6.2.2: the media sequence never decreases; a
+			// muxer that started again numbers from the start, and the
+			// segments between are lost to this player.
+			return fmt.Errorf("media sequence went back from %d to %d: the playlist started again", first, seq)
+		}
+		first = seq
 		sc := bufio.NewScanner(bytes.NewReader(body))
 		gap := false
 		for sc.Scan() {
