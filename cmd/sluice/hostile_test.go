@@ -499,6 +499,12 @@ func TestHostileClients(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
+		// The recorder follows the stream on its own goroutine: the
+		// push's answer does not wait for it.
+		sluicetest.Eventually(t, 10*time.Second, func() bool {
+			_, err := os.Stat(filepath.Join(recDir, "live", "..."))
+			return err == nil
+		}, "live/... did not record below the root")
 		entries, _ := os.ReadDir(root)
 		if len(entries) != 1 || entries[0].Name() != "rec" {
 			t.Errorf("the temporary directory holds %v, want only rec", entries)
@@ -511,9 +517,6 @@ func TestHostileClients(t *testing.T) {
 		})
 		if err != nil {
 			t.Error(err)
-		}
-		if _, err := os.Stat(filepath.Join(recDir, "live", "...")); err != nil {
-			t.Errorf("live/... did not record below the root: %v", err)
 		}
 	})
 
