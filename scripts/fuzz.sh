@@ -67,8 +67,15 @@ fuzz() {
   local pkg=$1 name=$2 log
   log="$logs/$(echo "$pkg" | tr / _).$name"
   local start=$SECONDS
-  if go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel "$workers" -timeout 10m "$pkg" >"$log" 2>&1; then
+  local run=(go test -run '^$' -fuzz "^$name\$" -fuzztime "$FUZZTIME" -parallel "$workers" -timeout 10m "$pkg")
+  if "${run[@]}" >"$log" 2>&1; then
     echo "ok    $pkg $name ($((SECONDS - start))s)"
+  elif ! grep -q 'Failing input written' "$log" && grep -q 'context deadline exceeded' "$log" &&
+    { mv "$log" "$log.first"; "${run[@]}" >"$log" 2>&1; }; then
+    # The engine gave up waiting for a busy worker as -fuzztime ran out
+    # (it reports "context deadline exceeded" and writes no input): a
+    # loaded machine, not a finding. A second run that passes says so.
+    echo "ok    $pkg $name ($((SECONDS - start))s, after the engine timed out once on a busy machine)"
   else
     touch "$log.failed"
     echo "FAIL  $pkg $name ($((SECONDS - start))s)"
