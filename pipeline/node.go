@@ -93,6 +93,13 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Lock()
 	n.ctx = nil
 	timeout := n.g.shutdownTimeout()
+	// ctx's Done closes before its children are cancelled, so a stage's
+	// context may still look alive here. Cancel each one now: a player
+	// that sees its stream end below must find its stage stopped, and
+	// count the session as shutdown rather than stream_ended.
+	for _, r := range n.running {
+		r.cancel()
+	}
 	n.mu.Unlock()
 	n.rt.Hub.Close()
 
