@@ -248,6 +248,7 @@ func (sh *directShard) serve(r *Reader) {
 	if n > 0 {
 		d.written.Add(int64(n))
 		r.cursor = c
+		r.pos.Store(c)
 	}
 	if n < total {
 		if n > 0 {

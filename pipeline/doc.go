@@ -15,8 +15,10 @@
 //
 // Each stream keeps its recent access units in a ring of at most
 // buffer_frames slots, and releases a unit as soon as no reader can use it:
-// once it is more than max_reader_lag behind the newest and before the GOP
-// cache, or when the stream holds more than max_buffer_bytes. Writing never
+// once it is behind the GOP cache and every reader has read it (or it is
+// more than max_reader_lag behind the newest), or when the stream holds
+// more than max_buffer_bytes. With readers that keep up, a stream holds
+// its GOP cache and little more. Writing never
 // blocks: the publisher stores the unit in the next slot and wakes the
 // readers. Each reader owns a cursor, a sequence
 // number into the ring, and reads forward from it at its own pace. A reader that

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,9 +20,14 @@ const (
 // Reader is one consumer's cursor on a stream. It is used from one goroutine
 // (with Direct, the stream's writers advance it while that goroutine waits).
 type Reader struct {
-	s       *Stream
-	info    ClientInfo
-	cursor  uint64
+	s      *Stream
+	info   ClientInfo
+	cursor uint64
+	// pos is cursor as the publisher may see it: stored once a batch has
+	// been taken, so that it never passes a unit still to be read. slot
+	// is the reader's index in the stream's cursors.
+	pos     atomic.Uint64
+	slot    int
 	waitKey bool
 	batch   []*AccessUnit
 	closed  bool
@@ -83,6 +89,7 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 				r.sent[au.Track.Kind()] = au.Track
 			}
 			r.cursor = c
+			r.pos.Store(c)
 			r.batch = b
 			if len(b) > 0 {
 				return b, nil
@@ -149,9 +156,11 @@ func (r *Reader) skip() error {
 	}
 	if k := s.lastKey.Load(); k > 0 && k-1 > r.cursor && k-1 >= s.ring.oldest() && s.ring.get(k-1) != nil {
 		r.cursor, r.waitKey = k-1, false
+		r.pos.Store(r.cursor)
 		return nil
 	}
 	r.cursor = s.ring.head.Load()
+	r.pos.Store(r.cursor)
 	r.waitKey = true
 	return nil
 }
@@ -179,6 +188,7 @@ func (r *Reader) release() {
 	if r.d != nil {
 		r.leaveDirect()
 	}
+	r.s.dropCursor(r)
 	if r.s.readers.Add(-1) == 0 {
 		r.s.readerLeft()
 	}

@@ -75,18 +75,67 @@ func TestRetainedBytesStayBounded(t *testing.T) {
 	}
 }
 
-func TestRetentionFollowsLagAndGOPCache(t *testing.T) {
-	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 65536, MaxReaderLag: 2 * time.Second})
-	p, err := h.Publish("live/cam", ClientInfo{Proto: "test"})
-	if err != nil {
-		t.Fatal(err)
+// TestRetentionFollowsReaders: a stream holds its GOP cache and what its
+// readers have yet to read, within max_reader_lag; not a fixed count of
+// frames (1024 would be about 13 s of this stream), nor max_reader_lag's
+// worth when every reader keeps up.
+func TestRetentionFollowsReaders(t *testing.T) {
+	const gop = 2 * time.Second
+	// What writeRate sends a second, with what each unit costs beyond
+	// its payload: 30 video frames, about 47 audio frames of 200 bytes.
+	perSecond := int64(30*(500_000/8/30) + 47*200 + 77*unitCost)
+	for _, tc := range []struct {
+		name     string
+		readers  int  // readers that read everything as it comes
+		stalled  bool // and one that reads nothing
+		min, max int64
+	}{
+		// The GOP cache: from the newest keyframe (written at 58 s of
+		// the 60) on.
+		{"no reader", 0, false, perSecond, 2*perSecond + perSecond/10},
+		{"readers that keep up", 3, false, perSecond, 2*perSecond + perSecond/10},
+		// A reader that has read nothing holds max_reader_lag (3 s)
+		// and the unit that makes it too old, no more.
+		{"a stalled reader", 1, true, 3*perSecond - perSecond/10, 3*perSecond + perSecond/10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 65536, MaxReaderLag: 3 * time.Second})
+			p, err := h.Publish("live/cam", ClientInfo{Proto: "test"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			var readers []*Reader
+			for range tc.readers {
+				r := p.Stream().Subscribe(ClientInfo{Proto: "test"})
+				defer r.Close()
+				readers = append(readers, r)
+			}
+			var ts time.Duration
+			for range 60 {
+				ts = writeRate(t, p, ts, time.Second, 500_000, gop)
+				for _, r := range readers {
+					drain(t, r)
+				}
+			}
+			if tc.stalled {
+				r := p.Stream().Subscribe(ClientInfo{Proto: "test"})
+				defer r.Close()
+				writeRate(t, p, ts, 10*time.Second, 500_000, gop)
+			}
+			if got := p.Stream().Retained(); got > tc.max || got < tc.min {
+				t.Fatalf("retained %d bytes, want %d-%d (%d bytes a second)", got, tc.min, tc.max, perSecond)
+			}
+		})
 	}
-	defer p.Close()
-	// 500 kbit/s, 2 s GOP, 60 s: a fixed ring of 1024 frames would hold
-	// about 13 s; lag and GOP cache need about 2-4 s.
-	writeRate(t, p, 0, 60*time.Second, 500_000, 2*time.Second)
-	perSecond := int64(500_000/8 + 77*unitCost)
-	if got := p.Stream().Retained(); got > 4*perSecond+perSecond/2 || got < perSecond {
-		t.Fatalf("retained %d bytes, want about 2-4 s of the stream (%d bytes a second)", got, perSecond)
+}
+
+// drain reads everything r has ready.
+func drain(t *testing.T, r *Reader) {
+	t.Helper()
+	for r.cursor < r.s.ring.head.Load() {
+		if _, err := r.Next(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

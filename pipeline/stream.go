@@ -40,8 +40,12 @@ type Stream struct {
 	keys   []uint64 // sequence numbers of recent GOP starts, oldest first
 	// Retention: the ring holds the units from trim to head, whose
 	// payloads add up to retained bytes (see retain).
-	trim        uint64
-	retained    int64
+	trim     uint64
+	retained int64
+	// cursors are the open readers, each with the position it reads
+	// from (Reader.pos): retain releases a unit every one of them has
+	// passed as soon as the GOP cache no longer needs it.
+	cursors     []*Reader
 	graceTimer  *time.Timer
 	publishedAt time.Time
 	sessions    int
@@ -268,9 +272,8 @@ func (s *Stream) wake() {
 
 // startPosition picks where a new reader starts: the GOP cache's keyframe
 // when one is still in the ring, else the head (waiting for a keyframe).
+// Called with s.mu held.
 func (s *Stream) startPosition() (seq uint64, waitKey bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	head := s.ring.head.Load()
 	oldest := s.ring.oldest()
 	if n := s.opts.GOPCache; n > 0 {
@@ -289,12 +292,13 @@ const unitCost = 256
 
 // retain releases the units the stream no longer needs, oldest first, so
 // that a stream holds what its readers can use and no more, whatever its
-// bitrate: a unit is kept while it is within max_reader_lag of the newest
-// (a reader further behind skips ahead anyway) or part of the GOP cache, and
-// never once the retained bytes pass max_buffer_bytes (the GOP cache then
-// gives way: new readers wait for the next keyframe instead of the process
-// growing without bound). Called by the publisher, with s.mu held, after
-// each push.
+// bitrate: a unit is kept while it is part of the GOP cache, or while a
+// reader has yet to read it and it is within max_reader_lag of the newest
+// (a reader further behind skips ahead anyway); never once the retained
+// bytes pass max_buffer_bytes (the GOP cache then gives way: new readers
+// wait for the next keyframe instead of the process growing without
+// bound). With readers that keep up, a stream holds its GOP cache and
+// little more. Called by the publisher, with s.mu held, after each push.
 func (s *Stream) retain(newest *AccessUnit) {
 	s.retained += int64(len(newest.Data)) + unitCost
 	head := s.ring.head.Load()
@@ -305,16 +309,29 @@ func (s *Stream) retain(newest *AccessUnit) {
 	if n := s.opts.GOPCache; n > 0 && len(s.keys) > 0 {
 		gopStart = s.keys[max(len(s.keys)-n, 0)]
 	}
+	// The readers' lowest position, looked up once and only when a unit
+	// outside the GOP cache and within max_reader_lag is next in line.
+	var low uint64
+	haveLow := false
 	for s.trim < head-1 {
 		au := s.ring.get(s.trim)
 		if au == nil {
 			s.trim++
 			continue
 		}
-		old := s.opts.MaxReaderLag > 0 && newest.DTS-au.DTS > s.opts.MaxReaderLag && s.trim < gopStart
+		cached := s.trim >= gopStart
+		old := s.opts.MaxReaderLag > 0 && newest.DTS-au.DTS > s.opts.MaxReaderLag && !cached
 		full := s.opts.MaxBufferBytes > 0 && s.retained > s.opts.MaxBufferBytes
 		if !old && !full {
-			break
+			if cached {
+				break
+			}
+			if !haveLow {
+				low, haveLow = s.lowestCursor(head), true
+			}
+			if s.trim >= low {
+				break // a reader still has it ahead
+			}
 		}
 		s.retained -= int64(len(au.Data)) + unitCost
 		s.ring.release(s.trim)
@@ -341,6 +358,38 @@ func (s *Stream) Subscribe(info ClientInfo) *Reader {
 }
 
 func (s *Stream) newReader(info ClientInfo) *Reader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	seq, waitKey := s.startPosition()
-	return &Reader{s: s, info: info, cursor: seq, waitKey: waitKey, batch: make([]*AccessUnit, 0, maxBatch)}
+	r := &Reader{s: s, info: info, cursor: seq, waitKey: waitKey, batch: make([]*AccessUnit, 0, maxBatch)}
+	// Registered with its position under the lock retain runs under, so
+	// that nothing from seq on is released before the reader reads it.
+	r.pos.Store(seq)
+	r.slot = len(s.cursors)
+	s.cursors = append(s.cursors, r)
+	return r
+}
+
+// dropCursor forgets a closed reader's position.
+func (s *Stream) dropCursor(r *Reader) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last := len(s.cursors) - 1
+	if r.slot > last || s.cursors[r.slot] != r {
+		return
+	}
+	s.cursors[r.slot] = s.cursors[last]
+	s.cursors[r.slot].slot = r.slot
+	s.cursors[last] = nil
+	s.cursors = s.cursors[:last]
+}
+
+// lowestCursor returns the lowest position an open reader may still read
+// from, head when there is none. Called with s.mu held.
+func (s *Stream) lowestCursor(head uint64) uint64 {
+	low := head
+	for _, r := range s.cursors {
+		low = min(low, r.pos.Load())
+	}
+	return low
 }
