@@ -158,6 +158,9 @@ func (w *httpWatch) limit(limit, msg string, args ...any) {
 // Read and Write are the net.Conn's, seen by the watch of an HTTP
 // listener's connection.
 func (c *limitedConn) Read(p []byte) (int, error) {
+	if c.pace != nil {
+		return c.pace.read(c, p)
+	}
 	n, err := c.TCPConn.Read(p)
 	if w := c.watch; w != nil {
 		w.onRead(n, err)

@@ -327,6 +327,9 @@ type limitedConn struct {
 	// watch follows the connection of an HTTP listener (httpwatch.go);
 	// nil for others. Set before the connection is handed out.
 	watch *httpWatch
+	// pace paces the reads of a publisher's connection (pace.go); set by
+	// the reading goroutine, nil for others.
+	pace *pacer
 }
 
 func (c *limitedConn) Close() error {

@@ -31,6 +31,7 @@ type Publisher struct {
 	// most once per window.
 	flush   *time.Timer
 	pending atomic.Bool
+	bursts  bool // the source reads in bursts and calls Flush (PaceReads)
 	units   [numKinds]*Counter
 	fixups  *Counter
 	sess    *session // set by the Gate; nil for publishers it did not admit
@@ -138,6 +139,8 @@ func (p *Publisher) Write(au *AccessUnit) error {
 	if w := s.opts.MergeWindow; w <= 0 {
 		s.wake()
 		s.kickDirect()
+	} else if p.bursts {
+		p.pending.Store(true)
 	} else if now.Sub(p.lastNotify) >= w {
 		p.lastNotify = now
 		s.wake()

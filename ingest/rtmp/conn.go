@@ -266,6 +266,7 @@ func (c *conn) publish(ctx context.Context, sc *gortmplib.ServerConn, req pipeli
 	start := time.Now()
 	c.log.Info("publish started")
 
+	pub.PaceReads(c.nc)
 	d := demuxer{flvdemux.Demuxer{Sink: pub, Log: c.log}}
 	var refresh time.Time
 	var counted uint64

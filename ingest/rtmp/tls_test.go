@@ -123,6 +123,10 @@ func TestRTMPSHandshake(t *testing.T) {
 	sluicetest.Eventually(t, 5*time.Second, func() bool {
 		return m.CounterValue("sluice_rtmp_closed_total", "protocol_error") == before+1
 	}, "the refused handshake was not counted")
+	// The line is written just after the count.
+	sluicetest.Eventually(t, 5*time.Second, func() bool {
+		return len(srv.Logs.Lines("connection closed during TLS handshake", "stage=ingest.rtmp.tls", "unsupported versions")) > 0
+	}, "the refused handshake was not logged")
 	if lines := srv.Logs.Lines("connection closed during TLS handshake", "stage=ingest.rtmp.tls", "unsupported versions"); len(lines) != 1 {
 		t.Errorf("log lines %q, want one", lines)
 	}
