@@ -85,17 +85,20 @@ func (pc *pacer) read(c *limitedConn, p []byte) (int, error) {
 			}
 		}
 	})
+	if err == nil && errno == nil && n > 0 {
+		return n, nil
+	}
+	// The burst is over, or the connection: either way the readers get
+	// what it brought now.
+	pc.flush()
 	switch {
 	case err != nil:
 		return 0, err // closed, or past the deadline
-	case errno == nil && n > 0:
-		return n, nil
 	case errno == nil:
 		return 0, io.EOF
 	case !errors.Is(errno, syscall.EAGAIN):
 		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
 	}
-	pc.flush()
 	if d := time.Until(pc.next); d > 0 {
 		time.Sleep(d)
 	}
