@@ -96,3 +96,28 @@ func (r *recorder) Write(p []byte) (int, error) {
 	r.WriteHeader(http.StatusOK)
 	return r.body.Write(p)
 }
+
+// counter is an http.ResponseWriter that keeps only the status and the
+// length of the answer: the bandwidth measurement needs the sizes of
+// segments, not a copy of their bytes.
+type counter struct {
+	hdr    http.Header
+	status int
+	n      int64
+}
+
+func newCounter() *counter { return &counter{hdr: http.Header{}} }
+
+func (c *counter) Header() http.Header { return c.hdr }
+
+func (c *counter) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	c.n += int64(len(p))
+	return len(p), nil
+}

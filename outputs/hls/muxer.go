@@ -56,6 +56,10 @@ type muxer struct {
 	skipped [2]*pipeline.Track // tracks the variant cannot carry (logged once)
 	base    time.Time          // wall clock of PTS 0, for EXT-X-PROGRAM-DATE-TIME
 	errs    int
+	// Reused for every unit: gohlslib reads the list of NAL units or
+	// frames it is given during the call and keeps none of it.
+	nalus [][]byte
+	frame [1][]byte
 
 	sizeMu sync.Mutex
 	sizes  map[string]int64 // segment URI -> bytes, for BANDWIDTH
@@ -172,21 +176,25 @@ func (m *muxer) write(au *pipeline.AccessUnit) error {
 	var err error
 	switch au.Track.Codec {
 	case pipeline.CodecH264:
-		var nalus [][]byte
-		if nalus, err = codec.SplitAVCC(nil, au.Data); err == nil {
+		if m.nalus, err = codec.SplitAVCC(m.nalus[:0], au.Data); err == nil {
 			// HLS players join at a segment: its keyframe carries the
 			// parameter sets in band.
-			err = h.WriteH264(ht, ntp, pts, codec.WithParams(au, nalus))
+			err = h.WriteH264(ht, ntp, pts, codec.WithParams(au, m.nalus))
 		}
+		clear(m.nalus) // keep no payload alive until the next unit
 	case pipeline.CodecH265:
-		var nalus [][]byte
-		if nalus, err = codec.SplitAVCC(nil, au.Data); err == nil {
-			err = h.WriteH265(ht, ntp, pts, codec.WithParams(au, nalus))
+		if m.nalus, err = codec.SplitAVCC(m.nalus[:0], au.Data); err == nil {
+			err = h.WriteH265(ht, ntp, pts, codec.WithParams(au, m.nalus))
 		}
+		clear(m.nalus)
 	case pipeline.CodecAAC:
-		err = h.WriteMPEG4Audio(ht, ntp, pts, [][]byte{au.Data})
+		m.frame[0] = au.Data
+		err = h.WriteMPEG4Audio(ht, ntp, pts, m.frame[:])
+		m.frame[0] = nil
 	case pipeline.CodecOpus:
-		err = h.WriteOpus(ht, ntp, pts, [][]byte{au.Data})
+		m.frame[0] = au.Data
+		err = h.WriteOpus(ht, ntp, pts, m.frame[:])
+		m.frame[0] = nil
 	}
 	if err != nil {
 		m.encodeError(err)
@@ -365,6 +373,16 @@ func (m *muxer) fetch(ctx context.Context, name, query string, wait time.Duratio
 	return rec, res
 }
 
+// fetchSize is the length of file name, read from the muxer without
+// keeping its bytes; ok is false when the muxer has no such file (any more).
+func (m *muxer) fetchSize(ctx context.Context, name string) (size int64, ok bool) {
+	c := newCounter()
+	if m.call(ctx, c, name, "", time.Second, func(int, http.Header) {}) != answered || c.status != http.StatusOK {
+		return 0, false
+	}
+	return c.n, true
+}
+
 // bandwidth is the measured bit rate of a muxer's output.
 type bandwidth struct{ peak, average int }
 
@@ -413,11 +431,9 @@ func (m *muxer) measure(ctx context.Context, mv *playlist.Multivariant) bandwidt
 			seen[uri] = true
 			size, ok := m.size(uri)
 			if !ok {
-				r, res := m.fetch(ctx, uri, "", time.Second)
-				if res != answered || r.status != http.StatusOK {
+				if size, ok = m.fetchSize(ctx, uri); !ok {
 					continue
 				}
-				size = int64(r.body.Len())
 				m.setSize(uri, size)
 			}
 			l = append(l, seg{s.Duration, size})
