@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Direct writing (latency mode only; see the package doc). A reader that has
+// Direct writing (see the package doc). A reader that has
 // caught up parks on its own channel, and the stream's writers put each new
 // unit's shared wire bytes on its socket with one non-blocking writev. The
 // reader's goroutine takes over again, and nothing else touches the socket,
@@ -59,11 +59,16 @@ type direct struct {
 // direct readers, started by the first direct reader and stopped when the
 // stream ends.
 type directWriters struct {
-	once   sync.Once
-	wg     sync.WaitGroup // the writer goroutines; the stream's end waits for them
-	shards []*directShard
-	next   atomic.Uint32
-	active atomic.Int64
+	// mu orders starting the writers with the stream's end waiting for
+	// them: once stopped, none starts (a WaitGroup must not grow while
+	// it is waited on).
+	mu      sync.Mutex
+	stopped bool
+	once    sync.Once
+	wg      sync.WaitGroup // the writer goroutines; the stream's end waits for them
+	shards  []*directShard
+	next    atomic.Uint32
+	active  atomic.Int64
 }
 
 type directShard struct {
@@ -82,8 +87,8 @@ type directShard struct {
 
 // Direct lets the stream's writers write the reader's units straight to conn
 // while the reader keeps up, instead of waking the reader's goroutine for
-// each of them. It applies in latency mode only, to a connection that exposes
-// its file descriptor, and reports whether it does. Call it once, before the
+// each of them. It applies to a connection that exposes its file
+// descriptor (on Linux), and reports whether it does. Call it once, before the
 // first Next.
 //
 // With Direct on, Next returns only what the writers left: the goroutine
@@ -92,7 +97,7 @@ type directShard struct {
 // could only partly send. DirectWritten counts the bytes written for it.
 func (r *Reader) Direct(conn net.Conn, o DirectOptions) bool {
 	s := r.s
-	if !directSupported || r.d != nil || s.opts.MergeWindow > 0 || o.Encode == nil {
+	if !directSupported || r.d != nil || o.Encode == nil {
 		return false
 	}
 	sc, ok := conn.(syscall.Conn)
@@ -104,7 +109,13 @@ func (r *Reader) Direct(conn net.Conn, o DirectOptions) bool {
 		return false
 	}
 	w := &s.direct
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return false // the stream has ended; Next says so
+	}
 	w.once.Do(func() { s.startWriters() })
+	w.mu.Unlock()
 	sh := w.shards[int(w.next.Add(1))%len(w.shards)]
 	r.d = &direct{conn: conn, raw: raw, opts: o, shard: sh, wake: make(chan struct{}, 1), size: make([]byte, 0, 18)}
 	sh.mu.Lock()
@@ -149,6 +160,16 @@ func (r *Reader) leaveDirect() {
 	r.s.direct.active.Add(-1)
 }
 
+// stopWriters waits for the stream's writers, which return once the
+// stream is done, and keeps new ones from starting.
+func (s *Stream) stopWriters() {
+	w := &s.direct
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
 func (s *Stream) startWriters() {
 	n := max(runtime.GOMAXPROCS(0), 1)
 	w := &s.direct
@@ -164,7 +185,8 @@ func (s *Stream) startWriters() {
 }
 
 // kickDirect tells the writers that units were added. The publisher calls it
-// after each unit in latency mode.
+// whenever it wakes the readers: after each unit in latency mode, once per
+// merge window or burst in throughput mode.
 func (s *Stream) kickDirect() {
 	if s.direct.active.Load() == 0 {
 		return

@@ -169,9 +169,17 @@ type player struct {
 // TestDirectDeliversEverything: many direct players, some with tiny socket
 // buffers so that writes block and split, receive every unit exactly once
 // and in order, with sequence headers before a new track's units, and then
-// the end of the stream. Half of them use chunked framing.
+// the end of the stream. Half of them use chunked framing. In latency mode
+// the writers are kicked for every unit; in throughput mode once per merge
+// window.
 func TestDirectDeliversEverything(t *testing.T) {
-	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 8192})
+	for _, mw := range []time.Duration{0, 5 * time.Millisecond} {
+		t.Run(fmt.Sprintf("merge_window=%v", mw), func(t *testing.T) { directDeliversEverything(t, mw) })
+	}
+}
+
+func directDeliversEverything(t *testing.T, mw time.Duration) {
+	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 8192, MergeWindow: mw})
 	pub, err := h.Publish("live/direct", ClientInfo{})
 	if err != nil {
 		t.Fatal(err)
@@ -377,28 +385,4 @@ func TestDirectStalledPlayer(t *testing.T) {
 	}
 	ps[0].reader.Close()
 	ps[0].client.Close()
-}
-
-// TestDirectOnlyInLatencyMode: throughput mode keeps the goroutine path.
-func TestDirectOnlyInLatencyMode(t *testing.T) {
-	h := testHub(t, StreamOptions{GOPCache: 1, MergeWindow: 50 * time.Millisecond})
-	pub, err := h.Publish("live/tp", ClientInfo{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	if err := pub.Write(&AccessUnit{Track: &Track{Codec: CodecAAC, Config: []byte{1}}, Key: true, Data: []byte{1}}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := h.Play(t.Context(), "live/tp", ClientInfo{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	server, client := loopback(t)
-	defer server.Close()
-	defer client.Close()
-	if r.Direct(server, DirectOptions{Format: WireRTMP, Encode: encodeRecord}) {
-		t.Error("Direct accepted in throughput mode")
-	}
 }

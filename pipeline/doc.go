@@ -48,17 +48,26 @@
 // throughput mode the publisher wakes readers at most once per merge window,
 // trading a bounded delay for far fewer wakeups and system calls.
 //
-// # Direct writes in latency mode
+// # Paced publishers
 //
-// In latency mode every unit is written at once, and waking one goroutine per
-// player for every frame would cost more than the write itself. So a player
+// In throughput mode a publisher's socket is read in bursts at most a merge
+// window apart (Publisher.PaceReads): the burst is drained, the readers are
+// woken once, and the connection sleeps out the window, instead of the
+// connection's goroutine waking for every message that arrives.
+//
+// # Direct writes
+//
+// Waking one goroutine per player for every frame (latency mode) or every
+// merge window (throughput mode) would cost more than the write itself,
+// and with many players it is most of the work. So a player
 // output (RTMP, HTTP-FLV) that keeps up hands its socket to the stream
 // (Reader.Direct): its goroutine parks on a channel of its own, and a few
 // writer goroutines per stream (one per CPU, each serving a shard of the
 // direct readers, started by the first and stopped when the stream ends) put
-// each new unit's shared wire bytes on every parked reader's socket with one
-// non-blocking writev, the way an event loop would. The publisher only kicks
-// the writers. A writer that cannot finish in that one call (the socket is
+// each new unit's shared wire bytes (in throughput mode, everything since the
+// last wake-up) on every parked reader's socket with one non-blocking
+// writev, the way an event loop would. The publisher only kicks the
+// writers. A writer that cannot finish in that one call (the socket is
 // full or takes part of it), or finds the reader lagging, a new track whose
 // sequence header must go first, or the stream ended, hands the socket back
 // with whatever bytes remain: the goroutine writes them, with the output's

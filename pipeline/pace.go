@@ -55,7 +55,7 @@ func (p *Publisher) PaceReads(nc net.Conn) bool {
 // its connection) at the end of each burst.
 func (p *Publisher) Flush() {
 	if p.pending.Swap(false) {
-		p.s.wake()
+		p.s.wakeAll()
 	}
 }
 

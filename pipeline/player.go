@@ -84,8 +84,8 @@ const (
 // the player falls too far behind, or ctx ends (the stage stopping): the
 // preamble, then the lead, the metadata and each track's sequence header,
 // then batches of shared, pre-serialized units, each batch one framed
-// writev. In latency mode a player that keeps up is written by the stream's
-// own writers (see Reader.Direct).
+// writev. A player that keeps up is written by the stream's own writers
+// (see Reader.Direct).
 //
 // Play owns conn's read side from the start: a goroutine drains what the
 // player sends (acknowledgements, nothing at all) so that its closing ends

@@ -137,13 +137,12 @@ func (p *Publisher) Write(au *AccessUnit) error {
 		})
 	}
 	if w := s.opts.MergeWindow; w <= 0 {
-		s.wake()
-		s.kickDirect()
+		s.wakeAll()
 	} else if p.bursts {
 		p.pending.Store(true)
 	} else if now.Sub(p.lastNotify) >= w {
 		p.lastNotify = now
-		s.wake()
+		s.wakeAll()
 	} else if !p.pending.Swap(true) {
 		delay := w - now.Sub(p.lastNotify)
 		if p.flush == nil {
@@ -158,7 +157,7 @@ func (p *Publisher) Write(au *AccessUnit) error {
 // flushWindow runs on the flush timer's goroutine.
 func (p *Publisher) flushWindow() {
 	p.pending.Store(false)
-	p.s.wake()
+	p.s.wakeAll()
 }
 
 // playable reports whether the stream can be offered to players after au.
@@ -254,7 +253,7 @@ func (p *Publisher) release() {
 	}
 	p.s.detachPublisher(p)
 	// Readers waiting in a merge window must see the last units now.
-	p.s.wake()
+	p.s.wakeAll()
 }
 
 func (p *Publisher) unitCounter(k Kind) *Counter {

@@ -29,7 +29,7 @@ type Reader struct {
 	pos     atomic.Uint64
 	slot    int
 	waitKey bool
-	batch   []*AccessUnit
+	batch   []*AccessUnit // grows as needed, up to maxBatch
 	closed  bool
 
 	// sent is the track of the last unit of each kind Next returned: the

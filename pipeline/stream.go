@@ -256,11 +256,18 @@ func (s *Stream) end(reason string) {
 		close(s.done)
 		s.wake()
 		// The direct writers see done and return; the stream owns them.
-		s.direct.wg.Wait()
+		s.stopWriters()
 		if s.isReady() {
 			s.log.Info("stream ended", "reason", reason, "readers", s.readers.Load())
 		}
 	})
+}
+
+// wakeAll wakes every reader waiting for new units, and has the stream's
+// writers write those of the direct readers.
+func (s *Stream) wakeAll() {
+	s.wake()
+	s.kickDirect()
 }
 
 // wake wakes every reader waiting for new units.
@@ -361,7 +368,7 @@ func (s *Stream) newReader(info ClientInfo) *Reader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seq, waitKey := s.startPosition()
-	r := &Reader{s: s, info: info, cursor: seq, waitKey: waitKey, batch: make([]*AccessUnit, 0, maxBatch)}
+	r := &Reader{s: s, info: info, cursor: seq, waitKey: waitKey, batch: make([]*AccessUnit, 0, 16)}
 	// Registered with its position under the lock retain runs under, so
 	// that nothing from seq on is released before the reader reads it.
 	r.pos.Store(seq)
