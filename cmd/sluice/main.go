@@ -174,6 +174,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	level.Set(logLevel(f.Server.LogLevel))
 	log := newLogger(f.Server, stderr, level)
+	setGCPercent()
 	rt := pipeline.NewRuntime(log, nil)
 	_, g, plugins, ok := load(file, vars, io.Discard, rt)
 	if !ok {
@@ -241,4 +242,19 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return "devel"
+}
+
+// defaultGCPercent is the collector's target when GOGC is not set: a new
+// cycle once the heap has grown by half of what was live, not by all of
+// it. Most of a media server's heap is media (payloads without pointers),
+// which costs the collector little to mark, so collecting twice as often
+// costs little CPU (within noise at 100 streams and at 600 players) and
+// takes a fifth to a quarter off the resident memory of those loads.
+const defaultGCPercent = 50
+
+// setGCPercent applies defaultGCPercent unless the operator set GOGC.
+func setGCPercent() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
 }
