@@ -102,6 +102,12 @@ func Pull(ctx context.Context, u *url.URL, o ClientOptions, open func() (pipelin
 	req.Header.Set("User-Agent", "Sluice")
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
+		// The client's error quotes the whole URL; its query may carry
+		// a token, which must not reach the logs.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = pipeline.LogURL(u)
+		}
 		return fail(err, pipeline.ErrUpstreamDown)
 	}
 	defer resp.Body.Close()
