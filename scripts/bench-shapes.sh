@@ -13,13 +13,14 @@
 #            as data arrives and every 50 ms (READ_INTERVALS), Sluice in
 #            throughput mode ("flv-only"): CPU per player-second and RSS;
 #            then HLS_PLAYERS LL-HLS viewers of Sluice "default".
-#   merge    RTMP players of one stream at each of CURVE_NS: nginx-rtmp, and
-#            Sluice in latency mode (merge window 0) and with merge_window
-#            of each of MERGE_WINDOWS: CPU per player-second against the
-#            delay each adds.
+#   merge    RTMP players of one stream at each of CURVE_NS, reading at
+#            each of READ_INTERVALS: nginx-rtmp, and Sluice in latency mode
+#            (merge window 0) and with merge_window of each of
+#            MERGE_WINDOWS: CPU per player-second against the delay each
+#            adds.
 #
-#   scripts/bench-shapes.sh            # ~16 s a cell, 24 cells (~8 min)
-#   QUICK=1 scripts/bench-shapes.sh    # ~9 s a cell, the curve at 300 players only (~5 min)
+#   scripts/bench-shapes.sh            # ~16 s a cell, 38 cells (~11 min)
+#   QUICK=1 scripts/bench-shapes.sh    # ~9 s a cell, the curve at 300 players only (~7 min)
 #   SHAPES="merge" scripts/bench-shapes.sh
 #
 # Settings (environment): SHAPES="streams players merge", STREAMS=100,
@@ -192,11 +193,13 @@ for shape in $SHAPES; do
 		sluice_cell players default throughput 100ms 1 ll-hls "$HLS_PLAYERS"
 		;;
 	merge)
-		for n in $CURVE_NS; do
-			nginx_cell merge rtmp "$n"
-			sluice_cell merge latency latency 0 0 rtmp "$n" -tag "merge=latency (0)"
-			for mw in $MERGE_WINDOWS; do
-				sluice_cell merge "merge-$mw" throughput "$mw" 0 rtmp "$n" -tag "merge=$mw"
+		for ri in $READ_INTERVALS; do
+			for n in $CURVE_NS; do
+				nginx_cell merge rtmp "$n" -read-interval "$ri"
+				sluice_cell merge latency latency 0 0 rtmp "$n" -read-interval "$ri" -tag "merge=latency (0)"
+				for mw in $MERGE_WINDOWS; do
+					sluice_cell merge "merge-$mw" throughput "$mw" 0 rtmp "$n" -read-interval "$ri" -tag "merge=$mw"
+				done
 			done
 		done
 		;;

@@ -320,7 +320,7 @@ func TestReportShapes(t *testing.T) {
 		"| nginx-rtmp | - | rtmp | as it arrives | 600 | 0.400 | 1.00× |",
 		"| sluice | default | ll-hls | - | 200 | 1.000 | n/a | 0.0 | n/a | n/a |",
 		"### Write merge window",
-		"| sluice | 20ms | 300 | 0.100 | 0.50× | 13 / 30 | +10 / +25 |",
+		"| sluice | 20ms | as it arrives | 300 | 0.100 | 0.50× | 13 / 30 | +10 / +25 |",
 		// Results without a shape keep the general table.
 		"| sluice | rtmp | - | 5 | 0.100 | n/a |",
 	} {

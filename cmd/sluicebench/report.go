@@ -180,7 +180,7 @@ func shapeSpecs() map[string]shapeSpec {
 		}
 		return tag(r, "mode")
 	}})
-	merge = append(merge, cols("n", "cpuPerPlayer", "cpuPerPlayerRatio", "delay")...)
+	merge = append(merge, cols("read", "n", "cpuPerPlayer", "cpuPerPlayerRatio", "delay")...)
 	merge = append(merge, column{head: "delay over nginx-rtmp p50/p95 ms", right: true, cell: func(r, b *result) string {
 		if b == nil || r.Delay.N == 0 || b.Delay.N == 0 {
 			return "n/a"
@@ -211,7 +211,7 @@ func shapeSpecs() map[string]shapeSpec {
 			title: "Write merge window: CPU against added delay",
 			cols:  merge,
 			note: "write mode / merge window: latency writes every frame at once; a merge window writes each player at" +
-				" most that often. vs nginx-rtmp and delay over nginx-rtmp: against nginx-rtmp's RTMP row at the same N." + commonNote,
+				" most that often. vs nginx-rtmp and delay over nginx-rtmp: against nginx-rtmp's RTMP row at the same N and read interval." + commonNote,
 		},
 	}
 }
