@@ -126,6 +126,19 @@ func NewHub(resolve Resolver, log *slog.Logger, m *Metrics) *Hub {
 		defer h.mu.Unlock()
 		return float64(len(h.streams))
 	})
+	m.GaugeFunc("sluice_stream_buffer_bytes", "Media bytes the streams hold for their readers (GOP caches, and what slow readers have yet to read), with a per-unit overhead; bounded per stream by max_buffer_bytes.", func() float64 {
+		h.mu.Lock()
+		list := make([]*Stream, 0, len(h.streams))
+		for _, s := range h.streams {
+			list = append(list, s)
+		}
+		h.mu.Unlock()
+		var n int64
+		for _, s := range list {
+			n += s.Retained()
+		}
+		return float64(n)
+	})
 	return h
 }
 

@@ -62,6 +62,11 @@ func (r *Reader) Info() ClientInfo { return r.info }
 // ErrReaderTooSlow when the reader is dropped, and ctx.Err() when ctx ends.
 func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 	s := r.s
+	// The last batch has been written: drop its references, or a reader
+	// that now waits (parked for the direct writers, or for a quiet
+	// stream) would keep those units, a whole GOP after a start from the
+	// cache, alive for as long as it waits.
+	clear(r.batch)
 	for {
 		notify := s.notify.Load()
 		head := s.ring.head.Load()

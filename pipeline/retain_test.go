@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
+	"weak"
 )
 
 // writeRate publishes d of a stream at bitrate bits/s with a keyframe
@@ -123,8 +125,13 @@ func TestRetentionFollowsReaders(t *testing.T) {
 				defer r.Close()
 				writeRate(t, p, ts, 10*time.Second, 500_000, gop)
 			}
-			if got := p.Stream().Retained(); got > tc.max || got < tc.min {
+			got := p.Stream().Retained()
+			if got > tc.max || got < tc.min {
 				t.Fatalf("retained %d bytes, want %d-%d (%d bytes a second)", got, tc.min, tc.max, perSecond)
+			}
+			// What an operator sees of it.
+			if f := scrape(t, h.metrics)["sluice_stream_buffer_bytes"]; f == nil || int64(f.GetMetric()[0].GetGauge().GetValue()) != got {
+				t.Errorf("sluice_stream_buffer_bytes %v, want %d", f, got)
 			}
 		})
 	}
@@ -137,5 +144,60 @@ func drain(t *testing.T, r *Reader) {
 		if _, err := r.Next(context.Background()); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestWaitingReaderHoldsNothing: a reader waiting for the next unit keeps
+// none of the units it has already read alive, once the stream has
+// released them: a player that started from the GOP cache and then waits
+// must not hold that GOP.
+func TestWaitingReaderHoldsNothing(t *testing.T) {
+	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 1024, MaxReaderLag: 5 * time.Second})
+	p, err := h.Publish("live/w", ClientInfo{Proto: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ts := writeRate(t, p, 0, time.Second, 500_000, 2*time.Second)
+	r := p.Stream().Subscribe(ClientInfo{Proto: "test"})
+	defer r.Close()
+	batch, err := r.Next(context.Background())
+	if err != nil || len(batch) == 0 {
+		t.Fatalf("first batch: %d units, %v", len(batch), err)
+	}
+	first := weak.Make(batch[len(batch)-1]) // the slot a shorter batch leaves
+	batch = nil
+
+	// From here the reader's one goroutine reads on, and waits when it
+	// has read everything.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := r.Next(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	caughtUp := func() bool {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if r.pos.Load() == p.Stream().ring.head.Load() {
+				return true
+			}
+		}
+		return false
+	}
+	// The GOP cache moves past the first unit at the keyframe at 2 s.
+	for range 6 {
+		ts = writeRate(t, p, ts, 500*time.Millisecond, 500_000, 2*time.Second)
+		if !caughtUp() {
+			t.Fatal("the reader did not catch up within 5 s")
+		}
+	}
+	runtime.GC()
+	if first.Value() != nil {
+		t.Error("a reader waiting for more kept alive a unit it had read, 3 s of media later")
 	}
 }
