@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http/httputil"
 	"strconv"
@@ -385,4 +386,66 @@ func TestDirectStalledPlayer(t *testing.T) {
 	}
 	ps[0].reader.Close()
 	ps[0].client.Close()
+}
+
+// TestPlayLongBatch: a player that starts from a long GOP cache gets it in
+// several writes (maxPlayIOV buffers at most), chunked, with every unit in
+// order and no empty chunk, which would end an HTTP body, before the
+// stream's end.
+func TestPlayLongBatch(t *testing.T) {
+	h := testHub(t, StreamOptions{GOPCache: 1, BufferFrames: 4096, MergeWindow: 20 * time.Millisecond})
+	pub, err := h.Publish("live/long", ClientInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	track := &Track{Codec: CodecH264, Config: []byte{1}}
+	const n = 700 // more than maxBatch, and many times maxPlayIOV
+	sizeOf := func(uint64) int { return 100 }
+	for i := range n {
+		ts := time.Duration(i) * time.Millisecond
+		if err := pub.Write(&AccessUnit{Track: track, DTS: ts, PTS: ts, Key: i == 0, Data: pattern[:100]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := h.Play(t.Context(), "live/long", ClientInfo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, client := loopback(t)
+	got := make(chan received, 1)
+	go func() { got <- readRecords(client, true, sizeOf) }()
+	done := make(chan string, 1)
+	go func() {
+		done <- Play(t.Context(), server, r, PlayerOptions{
+			Format: WireRTMP, Unit: encodeRecord,
+			Header:       func(tr *Track) *Wire { return record('C', tr.Config[0], 0, nil) },
+			Framing:      HTTPChunks{},
+			End:          func() error { _, err := server.Write(HTTPLastChunk); return err },
+			WriteTimeout: 5 * time.Second,
+			Log:          slog.New(slog.DiscardHandler),
+		})
+	}()
+	// Keep the stream going a little, then end it.
+	for i := n; i < n+50; i++ {
+		ts := time.Duration(i) * time.Millisecond
+		if err := pub.Write(&AccessUnit{Track: track, DTS: ts, PTS: ts, Data: pattern[:100]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub.Close()
+	if cause := <-done; cause != CauseStreamEnded {
+		t.Errorf("play ended with %s, want %s", cause, CauseStreamEnded)
+	}
+	res := <-got
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if len(res.units) != n+50 || res.units[0] != 0 || res.units[len(res.units)-1] != n+49 {
+		t.Fatalf("got %d units, want all %d from the GOP start", len(res.units), n+50)
+	}
+	for i, u := range res.units {
+		if u != uint64(i) {
+			t.Fatalf("unit %d is %d", i, u)
+		}
+	}
 }

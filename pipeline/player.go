@@ -227,6 +227,15 @@ func (w *playWriter) run(ctx context.Context) error {
 				sent[k] = au.Track
 			}
 			w.iov = append(w.iov, au.Wire(o.Format, o.Unit).Bufs...)
+			if len(w.iov) >= maxPlayIOV {
+				// A long batch (a start from the GOP cache, a catch-up)
+				// goes out in several writes, so that neither iov nor
+				// the socket's own iovec cache, which each connection
+				// keeps at the size of its largest write, grow for good.
+				if err := w.flush(); err != nil {
+					return err
+				}
+			}
 		}
 		if err := w.flush(); err != nil {
 			return err
@@ -234,8 +243,15 @@ func (w *playWriter) run(ctx context.Context) error {
 	}
 }
 
-// flush writes iov[1:] as one framed writev.
+// maxPlayIOV is about the most buffers one write of a player carries
+// (iov's capacity, less room for a framing tail).
+const maxPlayIOV = 60
+
+// flush writes iov[1:] as one framed writev; nothing when it is empty.
 func (w *playWriter) flush() error {
+	if len(w.iov) == 1 {
+		return nil
+	}
 	w.all = w.iov[1:]
 	if f := w.o.Framing; f != nil {
 		size := 0
