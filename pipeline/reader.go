@@ -67,6 +67,11 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 	// stream) would keep those units, a whole GOP after a start from the
 	// cache, alive for as long as it waits.
 	clear(r.batch)
+	if n := len(r.batch); cap(r.batch) > 64 && n < cap(r.batch)/8 {
+		// The long batch of a start or a catch-up is over: a reader that
+		// keeps up needs a few units a batch, not room for maxBatch.
+		r.batch = make([]*AccessUnit, 0, 16)
+	}
 	for {
 		notify := s.notify.Load()
 		head := s.ring.head.Load()

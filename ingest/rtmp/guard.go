@@ -258,6 +258,9 @@ func (g *guard) chunkDone() error {
 	if !cs.capture {
 		return nil
 	}
+	// Commands come at the start of a session and seldom after: the
+	// buffer goes with this one, rather than sit with every player.
+	cs.body = nil
 	switch cs.typ {
 	case typeSetChunkSize:
 		if len(body) == 4 {
