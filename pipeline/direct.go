@@ -60,15 +60,14 @@ type direct struct {
 // stream ends.
 type directWriters struct {
 	// mu orders starting the writers with the stream's end waiting for
-	// them: once stopped, none starts (a WaitGroup must not grow while
-	// it is waited on).
-	mu      sync.Mutex
-	stopped bool
-	once    sync.Once
-	wg      sync.WaitGroup // the writer goroutines; the stream's end waits for them
-	shards  []*directShard
-	next    atomic.Uint32
-	active  atomic.Int64
+	// them: once the stream is done, none starts (a WaitGroup must not
+	// grow while it is waited on).
+	mu     sync.Mutex
+	once   sync.Once
+	wg     sync.WaitGroup // the writer goroutines; the stream's end waits for them
+	shards []*directShard
+	next   atomic.Uint32
+	active atomic.Int64
 }
 
 type directShard struct {
@@ -110,7 +109,7 @@ func (r *Reader) Direct(conn net.Conn, o DirectOptions) bool {
 	}
 	w := &s.direct
 	w.mu.Lock()
-	if w.stopped {
+	if isClosed(s.done) {
 		w.mu.Unlock()
 		return false // the stream has ended; Next says so
 	}
@@ -161,11 +160,12 @@ func (r *Reader) leaveDirect() {
 }
 
 // stopWriters waits for the stream's writers, which return once the
-// stream is done, and keeps new ones from starting.
+// stream is done. Called after done is closed: taking mu once makes any
+// Direct that started writers before it finish doing so, and any later
+// one see done and start none.
 func (s *Stream) stopWriters() {
 	w := &s.direct
 	w.mu.Lock()
-	w.stopped = true
 	w.mu.Unlock()
 	w.wg.Wait()
 }
@@ -269,8 +269,7 @@ func (sh *directShard) serve(r *Reader) {
 	n := sh.write(d, bufs)
 	if n > 0 {
 		d.written.Add(int64(n))
-		r.cursor = c
-		r.pos.Store(c)
+		r.seek(c)
 	}
 	if n < total {
 		if n > 0 {

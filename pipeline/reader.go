@@ -98,8 +98,7 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 				b = append(b, au)
 				r.sent[au.Track.Kind()] = au.Track
 			}
-			r.cursor = c
-			r.pos.Store(c)
+			r.seek(c)
 			r.batch = b
 			if len(b) > 0 {
 				return b, nil
@@ -129,6 +128,13 @@ func (r *Reader) Next(ctx context.Context) ([]*AccessUnit, error) {
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// seek moves the cursor to c, and tells the publisher (pos) that
+// nothing before c will be read.
+func (r *Reader) seek(c uint64) {
+	r.cursor = c
+	r.pos.Store(c)
 }
 
 // behind reports whether the reader has been lapped by the ring or lags the
@@ -165,12 +171,11 @@ func (r *Reader) skip() error {
 		return ErrReaderTooSlow
 	}
 	if k := s.lastKey.Load(); k > 0 && k-1 > r.cursor && k-1 >= s.ring.oldest() && s.ring.get(k-1) != nil {
-		r.cursor, r.waitKey = k-1, false
-		r.pos.Store(r.cursor)
+		r.seek(k - 1)
+		r.waitKey = false
 		return nil
 	}
-	r.cursor = s.ring.head.Load()
-	r.pos.Store(r.cursor)
+	r.seek(s.ring.head.Load())
 	r.waitKey = true
 	return nil
 }

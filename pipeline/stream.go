@@ -368,10 +368,10 @@ func (s *Stream) newReader(info ClientInfo) *Reader {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seq, waitKey := s.startPosition()
-	r := &Reader{s: s, info: info, cursor: seq, waitKey: waitKey, batch: make([]*AccessUnit, 0, 16)}
+	r := &Reader{s: s, info: info, waitKey: waitKey, batch: make([]*AccessUnit, 0, 16)}
 	// Registered with its position under the lock retain runs under, so
 	// that nothing from seq on is released before the reader reads it.
-	r.pos.Store(seq)
+	r.seek(seq)
 	r.slot = len(s.cursors)
 	s.cursors = append(s.cursors, r)
 	return r
