@@ -15,32 +15,7 @@ import (
 // addresses.
 func tlsOrigin(t *testing.T, ca *sluicetest.TLS) (o server, rtmps, https string) {
 	t.Helper()
-	srv := sluicetest.Start(t, kinds(), fmt.Sprintf(`
-server {
-  node  = "o-tls"
-  http  = "127.0.0.1:0"
-  https = "127.0.0.1:0"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-  api = ""
-}
-ingest "rtmp" {
-  listen = "127.0.0.1:0"
-}
-ingest "rtmp" "tls" {
-  listen = "127.0.0.1:0"
-  tls {
-    cert_file = %[1]q
-    key_file  = %[2]q
-  }
-}
-pipeline "live" {
-  match = "live/*"
-  output "http_flv" {}
-}
-`, ca.CertFile, ca.KeyFile))
+	srv := sluicetest.Start(t, kinds(), ca.Origin(`node = "o-tls"`))
 	return ready(t, srv), srv.Addr("ingest.rtmp.tls"), srv.Addr("server.https")
 }
 

@@ -11,31 +11,7 @@ import (
 // HTTPS, whose certificate a private CA signed (tls_ca_file).
 func TestPullOverTLS(t *testing.T) {
 	ca := sluicetest.NewTLS(t)
-	upSrv := sluicetest.Start(t, kinds(), fmt.Sprintf(`
-server {
-  http  = "127.0.0.1:0"
-  https = "127.0.0.1:0"
-  tls {
-    cert_file = %q
-    key_file  = %q
-  }
-  api = ""
-}
-ingest "rtmp" {
-  listen = "127.0.0.1:0"
-}
-ingest "rtmp" "tls" {
-  listen = "127.0.0.1:0"
-  tls {
-    cert_file = %[1]q
-    key_file  = %[2]q
-  }
-}
-pipeline "live" {
-  match = "live/*"
-  output "http_flv" {}
-}
-`, ca.CertFile, ca.KeyFile))
+	upSrv := sluicetest.Start(t, kinds(), ca.Origin(""))
 	up := server{Server: upSrv, rtmp: upSrv.Addr("ingest.rtmp"), http: upSrv.Addr("server.http")}
 	sluicetest.PublishLoop(t, sluicetest.Fixture("av.mp4"), "flv", "rtmp://"+up.rtmp+"/live/src")
 	waitLive(t, up, "live/src")

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -105,6 +106,40 @@ func (c *TLS) Issue(cn string) *x509.Certificate {
 	writePEM(c.t, c.CertFile, "CERTIFICATE", der)
 	writePEM(c.t, c.KeyFile, "PRIVATE KEY", kb)
 	return cert
+}
+
+// Origin returns the pipeline.hcl of an upstream for TLS tests: RTMP and
+// HTTP listeners and their TLS twins (ingest.rtmp.tls, server.https)
+// presenting the test certificate, all on 127.0.0.1:0, and one "live/*"
+// pipeline with HTTP-FLV out. server goes into the server block as it is
+// (node = "...", or nothing).
+func (c *TLS) Origin(server string) string {
+	return fmt.Sprintf(`
+server {
+  %s
+  http  = "127.0.0.1:0"
+  https = "127.0.0.1:0"
+  tls {
+    cert_file = %q
+    key_file  = %q
+  }
+  api = ""
+}
+ingest "rtmp" {
+  listen = "127.0.0.1:0"
+}
+ingest "rtmp" "tls" {
+  listen = "127.0.0.1:0"
+  tls {
+    cert_file = %[2]q
+    key_file  = %[3]q
+  }
+}
+pipeline "live" {
+  match = "live/*"
+  output "http_flv" {}
+}
+`, server, c.CertFile, c.KeyFile)
 }
 
 // ClientConfig returns a client configuration that trusts only the test
