@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,14 +126,8 @@ func NewHub(resolve Resolver, log *slog.Logger, m *Metrics) *Hub {
 		return float64(len(h.streams))
 	})
 	m.GaugeFunc("sluice_stream_buffer_bytes", "Media bytes the streams hold for their readers (GOP caches, and what slow readers have yet to read), with a per-unit overhead; bounded per stream by max_buffer_bytes.", func() float64 {
-		h.mu.Lock()
-		list := make([]*Stream, 0, len(h.streams))
-		for _, s := range h.streams {
-			list = append(list, s)
-		}
-		h.mu.Unlock()
 		var n int64
-		for _, s := range list {
+		for _, s := range h.list() {
 			n += s.Retained()
 		}
 		return float64(n)
@@ -314,17 +307,11 @@ func (h *Hub) Stream(path string) *Stream {
 
 // Streams returns a snapshot of every stream, sorted by path.
 func (h *Hub) Streams() []StreamInfo {
-	h.mu.Lock()
-	list := make([]*Stream, 0, len(h.streams))
-	for _, s := range h.streams {
-		list = append(list, s)
-	}
-	h.mu.Unlock()
+	list := h.list()
 	out := make([]StreamInfo, 0, len(list))
 	for _, s := range list {
 		out = append(out, s.Info())
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
 }
 
